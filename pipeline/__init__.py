@@ -1,0 +1,1 @@
+"""img2caricature: the library behind the DVC stages."""
