@@ -121,6 +121,8 @@ def parse_catalogue(body: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, 
         genders = traits.items() if isinstance(traits, Mapping) else enumerate(traits)
         out: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
         for gender, styles in genders:
+            if not styles:
+                continue
             style_items = styles.items() if isinstance(styles, Mapping) else enumerate(styles)
             for style, entry in style_items:
                 if not entry:

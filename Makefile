@@ -1,0 +1,34 @@
+# img2caricature: two commands from a fresh clone — `make repro` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Stage commands in dvc.yaml call `python`; make it the project's interpreter.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test lint bench clean-venv
+
+setup: $(STAMP)
+
+# Rebuild the environment only when the pins change; an existing .venv is reused.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check pipeline stages tests bench
+	$(BIN)/ruff format --check pipeline stages tests bench
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean-venv:
+	rm -rf $(VENV)

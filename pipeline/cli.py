@@ -1,0 +1,114 @@
+"""The `i2c` command line: thin wrappers over the library for people who work outside `dvc repro`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
+
+app = typer.Typer(help="img2caricature: crawl faces and avatars, align, pack, train. Stages run via `dvc repro`.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+sandbox_app = typer.Typer(help="The offline sandbox web (avatar API, image search, photo host).", no_args_is_help=True)
+crawl_app = typer.Typer(help="Crawl avatars and face photos outside DVC (same code as the stages).", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(crawl_app, name="crawl")
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="override a param, e.g. -S crawl.avatars.count=50 (repeatable)."),
+]
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def with_overrides(path: Path, overrides: list[str] | None) -> Params:
+    """Load params and apply `key.path=value` overrides (values parsed as YAML), validating the result."""
+    import yaml
+
+    try:
+        params = load_params(path)
+        if not overrides:
+            return params
+        raw: dict[str, Any] = params.model_dump(mode="json")
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. crawl.avatars.count=50")
+            node = raw
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ParamsError(f"--set {item!r}: {part} is not a section")
+            node[leaf] = yaml.safe_load(value)
+        return parse_params(raw, f"{path} with --set overrides")
+    except ParamsError as exc:
+        _fail(str(exc))
+        raise  # unreachable; keeps type checkers calm
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port).")] = 8000,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    access_log: Annotated[bool, typer.Option(help="log every request.")] = False,
+) -> None:
+    """Serve the sandbox web on 127.0.0.1 until Ctrl-C. Try /avatar-builder-v3/assets in a browser."""
+    from pipeline.sandbox.server import serve_forever
+
+    cfg = with_overrides(params, set_).sandbox
+    typer.echo(f"sandbox on http://127.0.0.1:{port}  (catalogue: /avatar-builder-v3/assets; Ctrl-C stops)")
+    serve_forever(cfg, port, access_log)
+
+
+@sandbox_app.command("grid")
+def sandbox_grid(
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("reports/sandbox_avatars.png"),
+    count: Annotated[int, typer.Option(min=1, max=1024, help="how many avatars.")] = 64,
+    seed: Annotated[int, typer.Option(help="sampling seed.")] = 0,
+) -> None:
+    """Render a grid of random sandbox avatars to look at (no server needed)."""
+    from pipeline.sandbox.avatar import render_avatar
+    from pipeline.viz import image_grid, save_png
+
+    from pipeline.sandbox import traits
+
+    catalogue = traits.parse_catalogue(traits.catalogue_json())
+    specs = traits.sample_specs(catalogue, count, seed, traits.GENDERS, traits.STYLES)
+    grid = image_grid([render_avatar(s) for s in specs], cols=min(8, count))
+    save_png(out, grid)
+    typer.echo(f"wrote {out} ({count} avatars)")
+
+
+@crawl_app.command("avatars")
+def crawl_avatars_cmd(
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True,
+) -> None:
+    """Crawl avatars as the `crawl_avatars` stage does (resumable; writes the manifest and metrics)."""
+    from pipeline.crawl_avatars import CrawlError, crawl_avatars
+    from pipeline.runner import write_metrics
+
+    cfg = with_overrides(params, set_)
+    try:
+        report = crawl_avatars(cfg.crawl.avatars, cfg.sandbox, progress=progress and sys.stderr.isatty())
+    except CrawlError as exc:
+        _fail(str(exc))
+        return
+    write_metrics(cfg.crawl.avatars.metrics, report.metrics())
+    typer.echo(f"saved {report.saved}/{report.requested} ({report.resumed} resumed); failed by reason: "
+               f"{report.failed_by_reason or 'none'}; {report.metrics()['avatars_per_s']} avatars/s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,180 @@
+"""Async image fetching: bounded retries with exponential backoff and jitter, Retry-After, size caps, validation."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from pipeline.validate import ImageLimits, ImageRejected, ValidImage, validate_image
+
+# Statuses worth another try: the server said "later" or failed transiently.
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+USER_AGENT = "img2caricature/0.1 (+https://github.com/img2caricature)"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before trying a URL again."""
+
+    retries: int = 4
+    backoff_s: float = 0.25
+    backoff_max_s: float = 10.0
+    retry_after_cap_s: float = 120.0  # a server asking for longer than this is treated as down
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to sleep after failed attempt number `attempt` (1-based): full-jitter backoff, at least Retry-After."""
+        backoff = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+        if retry_after is not None:
+            return max(backoff, min(retry_after, self.retry_after_cap_s))
+        return backoff
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """What became of one URL after all its attempts."""
+
+    url: str
+    reason: str  # "" when ok
+    detail: str
+    attempts: int
+    http_status: int | None
+    image: ValidImage | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.image is not None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, detail: str, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.http_status, self.retry_after = reason, detail, http_status, retry_after
+
+
+class _Final(Exception):
+    def __init__(self, reason: str, detail: str, http_status: int | None = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.http_status = reason, detail, http_status
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise _Final("too_large", f"Content-Length {declared} exceeds max_bytes={max_bytes}", response.status)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > max_bytes:
+            raise _Final("too_large", f"body exceeds max_bytes={max_bytes}", response.status)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _attempt(session: aiohttp.ClientSession, url: str, limits: ImageLimits, timeout_s: float) -> ValidImage:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            if response.status in RETRYABLE_STATUS:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise _Retry(f"http_{response.status}", f"server answered {response.status}", response.status, retry_after)
+            if response.status != 200:
+                raise _Final(f"http_{response.status}", f"server answered {response.status}", response.status)
+            body = await _read_capped(response, limits.max_bytes)
+            content_type = response.headers.get("Content-Type")
+    except (TimeoutError, asyncio.TimeoutError):
+        raise _Retry("timeout", f"no complete answer within {timeout_s:g} s") from None
+    except aiohttp.ClientPayloadError as exc:
+        raise _Retry("truncated", f"body ended early: {exc}") from None
+    except aiohttp.ServerDisconnectedError as exc:
+        raise _Retry("truncated", f"server disconnected: {exc}") from None
+    except aiohttp.InvalidURL as exc:
+        raise _Final("bad_url", f"invalid URL: {exc}") from None
+    except aiohttp.ClientConnectionError as exc:
+        raise _Retry("connection_error", f"{type(exc).__name__}: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise _Retry("http_error", f"{type(exc).__name__}: {exc}") from None
+    try:
+        return validate_image(body, content_type, limits)
+    except ImageRejected as exc:
+        # Content problems are properties of the resource, not of the moment: no retry.
+        raise _Final(exc.reason, exc.detail, 200) from None
+
+
+async def fetch_image(
+    session: aiohttp.ClientSession,
+    url: str,
+    limits: ImageLimits,
+    policy: RetryPolicy,
+    timeout_s: float,
+    rng: random.Random,
+) -> FetchOutcome:
+    """Fetch and validate one image URL, retrying transient failures; never raises for network or content faults."""
+    start = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            image = await _attempt(session, url, limits, timeout_s)
+            return FetchOutcome(url, "", "", attempt, 200, image, time.perf_counter() - start)
+        except _Final as final:
+            return FetchOutcome(url, final.reason, final.detail, attempt, final.http_status, None, time.perf_counter() - start)
+        except _Retry as retry:
+            if attempt > policy.retries:
+                detail = f"{retry.detail} (gave up after {attempt} attempts)"
+                elapsed = time.perf_counter() - start
+                return FetchOutcome(url, retry.reason, detail, attempt, retry.http_status, None, elapsed)
+            await asyncio.sleep(policy.delay(attempt, retry.retry_after, rng))
+
+
+async def fetch_json(
+    session: aiohttp.ClientSession, url: str, policy: RetryPolicy, timeout_s: float, rng: random.Random
+) -> Any:
+    """GET a JSON document with the same retry rules.
+
+    Raises:
+        ConnectionError: naming the URL and the last reason, when every attempt failed.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                if response.status in RETRYABLE_STATUS:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise _Retry(f"http_{response.status}", f"answered {response.status}", response.status, retry_after)
+                if response.status != 200:
+                    raise ConnectionError(f"GET {url} answered {response.status}; check the endpoint URL")
+                return await response.json(content_type=None)
+        except ValueError as exc:  # a body that is not JSON: a wrong endpoint, not a transient fault
+            raise ConnectionError(f"GET {url} did not return JSON ({exc}); check the endpoint URL") from None
+        except _Retry as retry:
+            if attempt > policy.retries:
+                raise ConnectionError(f"GET {url} failed {attempt} times: {retry.detail}") from None
+            await asyncio.sleep(policy.delay(attempt, retry.retry_after, rng))
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
+            if attempt > policy.retries:
+                raise ConnectionError(f"GET {url} failed {attempt} times: {type(exc).__name__}: {exc}") from None
+            await asyncio.sleep(policy.delay(attempt, None, rng))

@@ -1,0 +1,156 @@
+"""Typed params.yaml: one pydantic model per section, validated once, errors name the dotted key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed, or holds a value outside what the pipeline accepts."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FaultParams(_Section):
+    """Fault injection of the sandbox (tests and drills only; every rate is a probability per request)."""
+
+    latency_ms: float = Field(0.0, ge=0, le=60_000)
+    error_429: float = Field(0.0, ge=0, le=1)
+    error_500: float = Field(0.0, ge=0, le=1)
+    error_503: float = Field(0.0, ge=0, le=1)
+    truncated: float = Field(0.0, ge=0, le=1)
+    wrong_type: float = Field(0.0, ge=0, le=1)
+    corrupt: float = Field(0.0, ge=0, le=1)
+    oversized: float = Field(0.0, ge=0, le=1)
+    retry_after_s: float = Field(1.0, ge=0, le=3600)
+    seed: int = 0
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """The per-request probability of each fault kind."""
+        return {k: v for k, v in self.model_dump().items() if k not in ("latency_ms", "retry_after_s", "seed")}
+
+    @model_validator(mode="after")
+    def _rates_sum(self) -> FaultParams:
+        total = sum(self.rates.values())
+        if total > 1:
+            raise ValueError(f"fault rates add up to {total:.3f}; they are exclusive per request and must sum to <= 1")
+        return self
+
+
+class SandboxParams(_Section):
+    """The offline web the default run crawls."""
+
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    seed: int = 0
+    photos: str | None = None  # a folder of <identity>/<images>, served instead of synthetic photos
+    photos_per_identity: int = Field(60, ge=1, le=1000)
+    render_cache: int = Field(4096, ge=0, le=1_000_000)  # encoded images kept in memory per server
+    faults: FaultParams = FaultParams()
+
+
+class FetchParams(_Section):
+    """How one crawler talks to a server: concurrency, timeouts, retries and the image limits."""
+
+    concurrency: int = Field(32, ge=1, le=1024)
+    timeout_s: float = Field(20.0, gt=0, le=600)
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(0.25, ge=0, le=60)
+    backoff_max_s: float = Field(10.0, ge=0, le=600)
+    max_bytes: int = Field(8_000_000, ge=1024, le=1_000_000_000)
+    max_pixels: int = Field(40_000_000, ge=1024, le=1_000_000_000)
+
+
+class CrawlAvatarsParams(FetchParams):
+    """`crawl_avatars`: sample trait combinations from the catalogue and fetch their renders."""
+
+    endpoint: str = "sandbox"
+    count: int = Field(400, ge=1, le=10_000_000)
+    seed: int = 0
+    genders: tuple[Literal[1, 2], ...] = (1, 2)
+    styles: tuple[Literal[4, 5], ...] = (4, 5)
+    scale: Literal[1, 2, 3] = 1
+    min_size: int = Field(64, ge=1, le=10_000)
+    out_dir: str = "data/raw/avatars"
+    manifest: str = "data/raw/avatars.parquet"
+    metrics: str = "metrics/crawl_avatars.json"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value != "sandbox" and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be 'sandbox' or an http(s) URL of an avatar-builder server, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("genders", "styles")
+    @classmethod
+    def _non_empty(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("must list at least one value")
+        return value
+
+
+class CrawlParams(_Section):
+    avatars: CrawlAvatarsParams = CrawlAvatarsParams()
+
+
+class Params(_Section):
+    """The whole params.yaml. Sections are added as their stages land."""
+
+    sandbox: SandboxParams = SandboxParams()
+    crawl: CrawlParams = CrawlParams()
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key; remove it or check its spelling"
+    got = error.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    return f"{key}: {error['msg']}{shown}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded params mapping.
+
+    Raises:
+        ParamsError: naming every bad dotted key, its value and what is allowed.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ParamsError(f"{source} is invalid; fix these keys and re-run:\n  {lines}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml once; every stage calls this before doing any work.
+
+    Raises:
+        ParamsError: when the file is missing, is not YAML, or fails validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run from the repository root or pass the params file explicitly")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))
+
+
+def resolved(section: BaseModel) -> dict[str, Any]:
+    """A JSON-ready dump of a section, saved beside manifests and inside checkpoints."""
+    return section.model_dump(mode="json")

@@ -1,0 +1,84 @@
+"""Run the sandbox app on 127.0.0.1: in a background thread of the calling process, or standalone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from aiohttp import web
+
+from pipeline.params import SandboxParams
+from pipeline.sandbox.app import create_app
+
+HOST = "127.0.0.1"  # the sandbox never listens beyond loopback
+
+
+class SandboxServer:
+    """The sandbox served from a daemon thread with its own event loop, on an ephemeral port by default.
+
+    Use as a context manager; `url` is the base URL once entered.
+    """
+
+    def __init__(self, cfg: SandboxParams, port: int = 0) -> None:
+        self.cfg = cfg
+        self.port = port
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.app: web.Application | None = None
+
+    def __enter__(self) -> SandboxServer:
+        self._thread = threading.Thread(target=self._run, name="sandbox-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=30):
+            raise RuntimeError("the sandbox server did not start within 30 s")
+        if self._error is not None:
+            raise RuntimeError(f"the sandbox server failed to start on {HOST}:{self.port}: {self._error}")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._loop is not None and self._runner is not None:
+            future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            future.result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._start())
+        except BaseException as exc:  # reported to the caller by __enter__
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _start(self) -> None:
+        self.app = create_app(self.cfg)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+        self.url = f"http://{HOST}:{self.port}"
+
+
+def serve_forever(cfg: SandboxParams, port: int, access_log: bool = False) -> None:
+    """Serve the sandbox in the foreground until interrupted (`i2c sandbox serve`)."""
+    app = create_app(cfg)
+    web.run_app(app, host=HOST, port=port, access_log=web.access_logger if access_log else None, print=None)

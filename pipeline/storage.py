@@ -1,0 +1,82 @@
+"""Atomic, content-addressed file writes and the cleanup of partial files left by a killed run."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+TMP_MARK = ".partial-"
+
+
+class DiskFullError(OSError):
+    """The disk filled up while writing; what was saved before stays valid."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder and a rename, so readers never see half a file.
+
+    Raises:
+        DiskFullError: when the device has no space left (the temp file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"no space left on the device while writing {path}") from exc
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomic write of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """Atomic write of pretty, key-sorted JSON (stable bytes for DVC)."""
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def remove_partials(root: Path) -> int:
+    """Delete temp files that a killed run left behind under `root`; returns how many."""
+    if not root.exists():
+        return 0
+    removed = 0
+    for tmp in root.rglob(f".*{TMP_MARK}*"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def content_path(root: Path, sha256: str, ext: str) -> Path:
+    """Where a file with this content hash lives: two-level fan-out keeps folders small at 100k files."""
+    return root / sha256[:2] / f"{sha256}.{ext}"
+
+
+_UNSAFE = re.compile(r"[^a-z0-9]+")
+
+
+def safe_name(name: str) -> str:
+    """A folder name for an identity: ASCII, lower case, no separators or dots, never empty.
+
+    `../../etc` becomes `etc`, `Beyoncé Knowles` becomes `beyonce_knowles`. A short hash of the original keeps two
+    names that fold to the same text apart, and stands in when nothing printable is left.
+    """
+    import hashlib
+
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    slug = _UNSAFE.sub("_", folded).strip("_")[:64]
+    if slug and slug == name:
+        return slug
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{slug}_{digest}" if slug else f"id_{digest}"

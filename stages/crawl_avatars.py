@@ -1,0 +1,25 @@
+"""DVC stage `crawl_avatars`: sample avatar trait combinations and fetch their renders (sandbox by default)."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.crawl_avatars import CrawlError, crawl_avatars
+from pipeline.params import load_params
+from pipeline.runner import run_stage, write_metrics
+
+
+def main() -> None:
+    def body() -> None:
+        params = load_params()
+        cfg = params.crawl.avatars
+        report = crawl_avatars(cfg, params.sandbox, progress=sys.stderr.isatty())
+        write_metrics(cfg.metrics, report.metrics())
+        print(f"crawl_avatars: {report.saved}/{report.requested} saved ({report.resumed} resumed), "
+              f"{report.failed} failed {report.failed_by_reason}, {report.metrics()['avatars_per_s']} avatars/s")  # fmt: skip
+
+    run_stage("crawl_avatars", body, expected=(CrawlError,))
+
+
+if __name__ == "__main__":
+    main()

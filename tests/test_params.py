@@ -1,0 +1,81 @@
+"""params.yaml validation: the shipped file is valid, and every kind of mistake names its dotted key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_shipped_params_validate_and_match_defaults() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.crawl.avatars.endpoint == "sandbox"
+    assert params.sandbox.faults.rates and not any(params.sandbox.faults.rates.values())
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("crawl", "avatars", "concurrency"), 0, "crawl.avatars.concurrency: Input should be greater than or equal to 1"),
+        (("crawl", "avatars", "count"), "many", "crawl.avatars.count: Input should be a valid integer"),
+        (("crawl", "avatars", "genders"), [3], "crawl.avatars.genders.0: Input should be 1 or 2"),
+        (("crawl", "avatars", "endpoint"), "ftp://x", "crawl.avatars.endpoint: Value error, must be 'sandbox' or"),
+        (("sandbox", "faults", "error_429"), 1.5, "sandbox.faults.error_429: Input should be less than or equal to 1"),
+        (("crawl", "avatars", "concurency"), 8, "crawl.avatars.concurency: unknown key"),
+    ],
+)
+def test_bad_value_names_dotted_key(path: tuple[str, ...], value: object, expected: str) -> None:
+    raw = shipped()
+    node = raw
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert expected in str(info.value)
+    assert repr(value) in str(info.value) or "unknown key" in str(info.value) or isinstance(value, list)
+
+
+def test_fault_rates_must_be_exclusive() -> None:
+    raw = shipped()
+    raw["sandbox"]["faults"].update(error_429=0.7, corrupt=0.6)
+    with pytest.raises(ParamsError, match=r"sandbox.faults: Value error, fault rates add up to 1.300"):
+        parse_params(raw)
+
+
+def test_unknown_section_and_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="trian: unknown key"):
+        parse_params({"trian": {"lr": 1}})
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("crawl: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_stage_refuses_bad_params_before_any_work(tmp_path: Path) -> None:
+    raw = shipped()
+    raw["crawl"]["avatars"]["count"] = -5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.crawl_avatars"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "crawl.avatars.count: Input should be greater than or equal to 1 (got -5)" in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
