@@ -1,0 +1,87 @@
+"""Image grids and atomic PNG writes for sample sheets, reports and debugging."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def image_grid(
+    images: Sequence[np.ndarray],
+    cols: int,
+    pad: int = 2,
+    pad_value: int = 255,
+    labels: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Tile RGB uint8 images into one image, row-major, `cols` per row.
+
+    Every image is resized (cv2.INTER_AREA) to the size of the first; grey images are expanded to RGB.
+
+    Args:
+        images: the tiles; at least one.
+        cols: tiles per row (the last row is padded).
+        pad: pixels of `pad_value` around and between tiles.
+        pad_value: grey level of the padding.
+        labels: optional short text drawn in the top-left corner of each tile.
+
+    Raises:
+        ValueError: on no images, cols < 1, or a label count that differs from the image count.
+    """
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    if cols < 1:
+        raise ValueError(f"cols must be >= 1, got {cols}")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"got {len(labels)} labels for {len(images)} images")
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // cols)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), pad_value, np.uint8)
+    for i, image in enumerate(images):
+        tile = np.asarray(image)
+        if tile.ndim == 2:
+            tile = np.repeat(tile[..., None], 3, axis=2)
+        if tile.shape[:2] != (h, w):
+            tile = cv2.resize(tile, (w, h), interpolation=cv2.INTER_AREA)
+        tile = tile[..., :3].astype(np.uint8, copy=False)
+        if labels is not None and labels[i]:
+            tile = tile.copy()
+            _label(tile, str(labels[i]))
+        y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+        grid[y : y + h, x : x + w] = tile
+    return grid
+
+
+def _label(tile: np.ndarray, text: str) -> None:
+    """Draw small white-on-black text in the tile's top-left corner."""
+    scale = max(0.3, tile.shape[1] / 640)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(tile, (0, 0), (tw + 4, th + base + 4), (0, 0, 0), -1)
+    cv2.putText(tile, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write an RGB (or grey) uint8 image as PNG atomically: a temp file in the same folder, then os.replace.
+
+    Raises:
+        ValueError: if OpenCV cannot encode the array.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError(f"cv2.imencode could not encode an array of shape {rgb.shape} as PNG")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,184 @@
+"""The async avatar crawler against real local servers: clean runs, every fault, resume, kill -9 and a full disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import crawl_avatars as crawler
+from pipeline.crawl_avatars import CrawlError, crawl_avatars
+from pipeline.fetch import RetryPolicy, parse_retry_after
+from pipeline.manifest import journal_path, manifest_params
+from pipeline.params import CrawlAvatarsParams, FaultParams, SandboxParams
+from pipeline.sandbox.server import SandboxServer
+from pipeline.storage import DiskFullError
+
+REPO = Path(__file__).resolve().parents[1]
+StartServer = Callable[..., SandboxServer]
+
+
+def config(tmp_path: Path, endpoint: str, **overrides: object) -> CrawlAvatarsParams:
+    fields: dict[str, object] = dict(
+        endpoint=endpoint, count=40, concurrency=8, retries=3, backoff_s=0.01, backoff_max_s=0.05,
+        out_dir=str(tmp_path / "avatars"), manifest=str(tmp_path / "avatars.parquet"),
+        metrics=str(tmp_path / "metrics.json"),
+    )  # fmt: skip
+    fields.update(overrides)
+    return CrawlAvatarsParams(**fields)  # type: ignore[arg-type]
+
+
+def check_manifest(cfg: CrawlAvatarsParams) -> pd.DataFrame:
+    """Invariants every crawl must keep: one row per requested avatar, files for ok rows, no partial files."""
+    frame = pd.read_parquet(cfg.manifest)
+    assert len(frame) == cfg.count and frame["key"].is_unique
+    assert set(frame["status"]) <= {"ok", "failed"}
+    assert (frame.loc[frame.status == "failed", "reason"] != "").all()
+    saved = frame[frame.status == "ok"]
+    out = Path(cfg.out_dir)
+    files = {p for p in out.rglob("*") if p.is_file()}
+    assert files == {out / p for p in saved["path"]}
+    for row in saved.itertuples():
+        assert Path(row.path).stem == row.sha256 and row.width == row.height == 256
+    assert not list(out.rglob(".*partial*")) and not journal_path(Path(cfg.manifest)).exists()
+    return frame
+
+
+def test_clean_crawl_saves_every_avatar_with_its_traits(tmp_path: Path, sandbox_server: StartServer) -> None:
+    server = sandbox_server()
+    cfg = config(tmp_path, server.url)
+    report = crawl_avatars(cfg, SandboxParams(), progress=False)
+    assert (report.requested, report.saved, report.failed, report.resumed) == (40, 40, 0, 0)
+    frame = check_manifest(cfg)
+    first = frame.iloc[0]
+    for key in ("gender", "style", "hair", "glasses", "skin_tone"):
+        assert f"{key}={first[key]}" in first["url"]
+    assert set(frame["gender"]) == {1, 2} and set(frame["style"]) == {4, 5}
+    assert manifest_params(Path(cfg.manifest))["crawl.avatars"]["count"] == 40
+    assert report.metrics()["avatars_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("wrong_type", "wrong_content_type"),
+        ("corrupt", "corrupt"),
+        ("oversized", "too_many_pixels"),
+        ("error_500", "http_500"),
+        ("error_429", "http_429"),
+        ("error_503", "http_503"),
+        ("truncated", "truncated"),
+    ],
+)
+def test_every_fault_ends_saved_or_failed_with_its_reason(
+    tmp_path: Path, sandbox_server: StartServer, fault: str, reason: str
+) -> None:
+    # Half the attempts fail: retryable faults are mostly overcome, content faults stay failed.
+    server = sandbox_server(FaultParams(retry_after_s=0.01, seed=1, **{fault: 0.5}))
+    cfg = config(tmp_path, server.url, retries=2)
+    report = crawl_avatars(cfg, SandboxParams(), progress=False)
+    frame = check_manifest(cfg)
+    failed = frame[frame.status == "failed"]
+    assert set(failed["reason"]) <= {reason}
+    assert report.saved + report.failed == 40 and report.failed == len(failed)
+    if reason.startswith("http_") or reason == "truncated":
+        assert report.saved >= 30 and frame["attempts"].max() > 1
+    else:
+        assert 5 <= report.failed <= 35 and frame["attempts"].max() == 1
+
+
+def test_all_failing_exits_with_endpoint_and_reason(tmp_path: Path, sandbox_server: StartServer) -> None:
+    server = sandbox_server(FaultParams(error_503=1.0, retry_after_s=0.0))
+    cfg = config(tmp_path, server.url, count=10, retries=1)
+    with pytest.raises(CrawlError, match=rf"all 10 avatar requests to {server.url}.*most common reason: http_503"):
+        crawl_avatars(cfg, SandboxParams(), progress=False)
+    assert len(pd.read_parquet(cfg.manifest)) == 10  # the failures are still recorded
+
+
+def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "http://127.0.0.1:9", retries=0)
+    with pytest.raises(CrawlError, match=r"cannot read the avatar catalogue of http://127.0.0.1:9"):
+        crawl_avatars(cfg, SandboxParams(), progress=False)
+
+
+def test_rerun_resumes_and_a_larger_count_extends(tmp_path: Path, sandbox_server: StartServer) -> None:
+    server = sandbox_server()
+    cfg = config(tmp_path, server.url, count=30)
+    crawl_avatars(cfg, SandboxParams(), progress=False)
+    before = pd.read_parquet(cfg.manifest)
+    again = crawl_avatars(cfg, SandboxParams(), progress=False)
+    assert (again.resumed, again.fetched) == (30, 0)
+    pd.testing.assert_frame_equal(before, pd.read_parquet(cfg.manifest))
+    larger = crawl_avatars(cfg.model_copy(update={"count": 45}), SandboxParams(), progress=False)
+    assert (larger.resumed, larger.fetched, larger.saved) == (30, 15, 45)
+
+
+def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
+    tmp_path: Path, sandbox_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = sandbox_server()
+    cfg = config(tmp_path, server.url, count=30, concurrency=2)
+    real_write = crawler.atomic_write_bytes
+    writes = {"n": 0}
+
+    def filling_disk(path: Path, data: bytes) -> None:
+        writes["n"] += 1
+        if writes["n"] > 10:
+            raise DiskFullError(28, f"no space left on the device while writing {path}")
+        real_write(path, data)
+
+    monkeypatch.setattr(crawler, "atomic_write_bytes", filling_disk)
+    with pytest.raises(CrawlError, match="no space left on the device.*free some space and re-run"):
+        crawl_avatars(cfg, SandboxParams(), progress=False)
+    assert journal_path(Path(cfg.manifest)).exists()
+    monkeypatch.setattr(crawler, "atomic_write_bytes", real_write)
+    report = crawl_avatars(cfg, SandboxParams(), progress=False)
+    assert report.resumed == 10 and report.saved == 30
+    check_manifest(cfg)
+
+
+def test_kill_9_midway_then_resume(tmp_path: Path, sandbox_server: StartServer) -> None:
+    server = sandbox_server(FaultParams(latency_ms=30))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["crawl"]["avatars"].update(endpoint=server.url, count=300, concurrency=4)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "stages.crawl_avatars"], cwd=tmp_path, env=env)
+    journal = tmp_path / "data/raw/avatars.parquet.journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 40):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    journaled = journal.read_text().count("\n")
+    assert 40 <= journaled < 300, "the kill must land midway"
+    assert not (tmp_path / "data/raw/avatars.parquet").exists()
+    result = subprocess.run([sys.executable, "-m", "stages.crawl_avatars"], cwd=tmp_path, env=env, timeout=300,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"({journaled} resumed)" in result.stdout or f"({journaled - 1} resumed)" in result.stdout
+    cfg = CrawlAvatarsParams(**{**params["crawl"]["avatars"], "out_dir": str(tmp_path / "data/raw/avatars"),
+                                "manifest": str(tmp_path / "data/raw/avatars.parquet")})  # fmt: skip
+    frame = check_manifest(cfg)
+    assert (frame.status == "ok").all()
+
+
+def test_retry_policy_honours_retry_after_and_caps_backoff() -> None:
+    import random
+
+    policy = RetryPolicy(retries=5, backoff_s=0.5, backoff_max_s=4.0)
+    rng = random.Random(0)
+    delays = [policy.delay(a, None, rng) for a in range(1, 8)]
+    assert all(d <= 4.0 for d in delays) and delays[0] <= 0.5 and max(delays) > 1.0
+    assert policy.delay(1, 7.0, rng) == 7.0
+    assert policy.delay(1, 10_000.0, rng) == policy.retry_after_cap_s
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
