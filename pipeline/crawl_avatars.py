@@ -7,6 +7,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from pipeline.validate import ImageLimits
 BASE_COLUMNS = ["key", "gender", "style", "scale", "rotation"]
 RESULT_COLUMNS = ["url", "sha256", "path", "width", "height", "status", "reason", "detail", "attempts", "http_status"]
 MANIFEST_COLUMNS = BASE_COLUMNS + sorted(traits.TRAIT_KEYS) + RESULT_COLUMNS
+IO_THREADS = 4  # decode, hash and write off the event loop (they release the GIL)
 
 
 class CrawlError(RuntimeError):
@@ -135,9 +137,9 @@ async def _crawl(cfg: CrawlAvatarsParams, base: str, progress: bool, report: Cra
                     key = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                outcome = await fetch_image(session, rows[key]["url"], limits, policy, cfg.timeout_s, rng)
+                outcome = await fetch_image(session, rows[key]["url"], limits, policy, cfg.timeout_s, rng, pool)
                 try:
-                    rows[key] = _record(rows[key], outcome, out_dir)
+                    rows[key] = await loop.run_in_executor(pool, _record, rows[key], outcome, out_dir)
                 except DiskFullError as exc:
                     disk_full.append(exc)
                     rows[key] = dict(rows[key], status="failed", reason="disk_full", detail=str(exc))
@@ -147,7 +149,8 @@ async def _crawl(cfg: CrawlAvatarsParams, base: str, progress: bool, report: Cra
                 bar.update(1)
 
         start = time.perf_counter()
-        with Journal(journal_path(manifest)) as journal:
+        loop = asyncio.get_running_loop()
+        with Journal(journal_path(manifest)) as journal, ThreadPoolExecutor(IO_THREADS, "crawl-io") as pool:
             await asyncio.gather(*(worker(journal) for _ in range(min(cfg.concurrency, max(1, len(pending))))))
         report.fetch_seconds = time.perf_counter() - start
         bar.close()

@@ -223,36 +223,38 @@ def face_frame_matrix(box: Box, angle_deg: float, out_size: int, margin: float =
     return np.array([[cos, -sin, cx - cos * half + sin * half], [sin, cos, cy - sin * half - cos * half], [0, 0, 1]])
 
 
-def sample_patch(image: np.ndarray, out_to_src: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear sample of `image` through a 3x3 output->source affine, area-downscaling first when it shrinks.
+def area_prefilter(
+    image: np.ndarray, out_to_src: np.ndarray, out_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops and INTER_AREA-shrinks the region a shrinking warp reads; returns (image, adjusted 3x3 map).
 
-    Bilinear sampling alone aliases once a source pixel step exceeds ~1.5 output pixels (a 12 MP face into a
-    small patch), so the covered region is cropped and INTER_AREA-resized first; the result stays sharp and
-    costs about the same for any source size.
+    Bilinear sampling aliases once one output pixel steps over more than ~1.5 source pixels (a 12 MP face into
+    a small patch); shrinking the covered region first keeps the result clean and the cost independent of the
+    source size. Maps that do not shrink come back unchanged.
     """
     out_h, out_w = out_shape
     step = math.sqrt(abs(np.linalg.det(out_to_src[:2, :2])))
-    if step > 1.5:
-        corners = out_to_src @ np.array([[0, out_w - 1, 0, out_w - 1], [0, 0, out_h - 1, out_h - 1], [1, 1, 1, 1]])
-        x0 = max(0, math.floor(corners[0].min()) - 2)
-        y0 = max(0, math.floor(corners[1].min()) - 2)
-        x1 = min(image.shape[1], math.ceil(corners[0].max()) + 3)
-        y1 = min(image.shape[0], math.ceil(corners[1].max()) + 3)
-        if x1 > x0 and y1 > y0:
-            crop = image[y0:y1, x0:x1]
-            size = (max(1, round(crop.shape[1] / step)), max(1, round(crop.shape[0] / step)))
-            image = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-            fx, fy = size[0] / crop.shape[1], size[1] / crop.shape[0]
-            # source pixel-centre coords -> coords in the shrunk crop
-            to_small = np.array([[fx, 0, (0.5 - x0) * fx - 0.5], [0, fy, (0.5 - y0) * fy - 0.5], [0, 0, 1]])
-            out_to_src = to_small @ out_to_src
-    return cv2.warpAffine(
-        image,
-        out_to_src[:2],
-        (out_w, out_h),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+    if step <= 1.5:
+        return image, out_to_src
+    corners = out_to_src @ np.array([[0, out_w - 1, 0, out_w - 1], [0, 0, out_h - 1, out_h - 1], [1, 1, 1, 1]])
+    x0, y0 = max(0, math.floor(corners[0].min()) - 2), max(0, math.floor(corners[1].min()) - 2)
+    x1 = min(image.shape[1], math.ceil(corners[0].max()) + 3)
+    y1 = min(image.shape[0], math.ceil(corners[1].max()) + 3)
+    if x1 <= x0 or y1 <= y0:  # the patch lies wholly outside the image: border handling does the rest
+        return image, out_to_src
+    crop = image[y0:y1, x0:x1]
+    size = (max(1, round(crop.shape[1] / step)), max(1, round(crop.shape[0] / step)))
+    fx, fy = size[0] / crop.shape[1], size[1] / crop.shape[0]
+    # source pixel-centre coordinates -> pixel-centre coordinates of the shrunk crop
+    to_small = np.array([[fx, 0, (0.5 - x0) * fx - 0.5], [0, fy, (0.5 - y0) * fy - 0.5], [0, 0, 1]])
+    return cv2.resize(crop, size, interpolation=cv2.INTER_AREA), to_small @ out_to_src
+
+
+def sample_patch(image: np.ndarray, out_to_src: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear sample of `image` through a 3x3 output->source affine (area-filtered when it shrinks)."""
+    image, out_to_src = area_prefilter(image, out_to_src, out_shape)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(image, out_to_src[:2], out_shape[::-1], flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 def blur_score(grey: np.ndarray, box: Box, angle_deg: float, size: int) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import random
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +95,9 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> byte
     return b"".join(chunks)
 
 
-async def _attempt(session: aiohttp.ClientSession, url: str, limits: ImageLimits, timeout_s: float) -> ValidImage:
+async def _attempt(
+    session: aiohttp.ClientSession, url: str, limits: ImageLimits, timeout_s: float, executor: Executor | None
+) -> ValidImage:
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
             if response.status in RETRYABLE_STATUS:
@@ -117,7 +120,9 @@ async def _attempt(session: aiohttp.ClientSession, url: str, limits: ImageLimits
     except aiohttp.ClientError as exc:
         raise _Retry("http_error", f"{type(exc).__name__}: {exc}") from None
     try:
-        return validate_image(body, content_type, limits)
+        # Decoding releases the GIL: in a thread pool it runs beside the event loop instead of stalling it.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, validate_image, body, content_type, limits)
     except ImageRejected as exc:
         # Content problems are properties of the resource, not of the moment: no retry.
         raise _Final(exc.reason, exc.detail, 200) from None
@@ -130,14 +135,18 @@ async def fetch_image(
     policy: RetryPolicy,
     timeout_s: float,
     rng: random.Random,
+    executor: Executor | None = None,
 ) -> FetchOutcome:
-    """Fetch and validate one image URL, retrying transient failures; never raises for network or content faults."""
+    """Fetch and validate one image URL, retrying transient failures; never raises for network or content faults.
+
+    Validation runs in `executor` (the loop's default pool when None).
+    """
     start = time.perf_counter()
     attempt = 0
     while True:
         attempt += 1
         try:
-            image = await _attempt(session, url, limits, timeout_s)
+            image = await _attempt(session, url, limits, timeout_s, executor)
             return FetchOutcome(url, "", "", attempt, 200, image, time.perf_counter() - start)
         except _Final as final:
             return FetchOutcome(url, final.reason, final.detail, attempt, final.http_status, None, time.perf_counter() - start)

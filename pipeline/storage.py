@@ -6,12 +6,15 @@ import errno
 import json
 import os
 import re
-import tempfile
+import itertools
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 TMP_MARK = ".partial-"
+_tmp_ids = itertools.count()
+_made_dirs: set[Path] = set()  # folders known to exist; saves a stat per write
 
 
 class DiskFullError(OSError):
@@ -24,14 +27,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     Raises:
         DiskFullError: when the device has no space left (the temp file is removed).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    if path.parent not in _made_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(path.parent)
+    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}-{next(_tmp_ids)}"
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:  # the folder was removed since we last made it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(exc.errno, f"no space left on the device while writing {path}") from exc
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 import cv2
@@ -86,13 +87,13 @@ class Head:
     def from_spec(cls, spec: AvatarSpec, photo: bool = False) -> Head:
         traits = spec.trait_dict
         parts = {
-            key: option_index(key, traits.get(key, NONE), spec.gender, spec.style)
+            key: option_index(key, traits.get(key, NONE))  # style 5 of gender 1 lists every option
             for key in TRAIT_KEYS
             if key not in ("skin_tone", "hair_tone", "pupil_tone")
         }
         parts["jaw"] = max(parts["jaw"], 0)
         skin, hair = tone_to_rgb(traits["skin_tone"]), tone_to_rgb(traits["hair_tone"])
-        lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.18)
+        lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.3 if photo else 0.18)
         return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, shade(hair, 0.7), tone_to_rgb(traits["pupil_tone"]),
                    lips, spec.gender == 2, spec.style == 5, photo)  # fmt: skip
 
@@ -116,6 +117,10 @@ def draw_face(pen: Pen, head: Head) -> None:
     neck = np.array([(CX - neck_w, shape.chin - 50), (CX - neck_w - 4, 262), (CX + neck_w + 4, 262),
                      (CX + neck_w, shape.chin - 50)])  # fmt: skip
     pen.fill(neck, shade(skin, 0.9))
+    if head.deluxe and not head.photo:
+        with pen.clip(neck) as sub:
+            if sub is not None:
+                sub.fill(ellipse((CX, shape.chin + 2), shape.hw * 0.7, 14), shade(skin, 0.72), outline=False)
     ear = head.parts["ear"]
     for side in (-1, 1):
         x = CX + side * (shape.half_width(140) + (1, 0, 3, 1)[ear])
@@ -131,7 +136,6 @@ def draw_face(pen: Pen, head: Head) -> None:
         pen.fill(outline, shade(skin, 0.9))
         light = np.array([CX - 14, shape.mid - 24])
         pen.fill((outline - light) * 0.9 + light, skin, outline=False)
-        pen.blend(ellipse((CX, shape.chin + 4), shape.hw * 0.55, 12), shade(skin, 0.6), 0.3)
     else:
         pen.fill(outline, skin)
 
@@ -335,11 +339,17 @@ def avatar_landmarks(spec: AvatarSpec) -> Landmarks:
     return posed_landmarks(HeadShape.of_jaw(max(option_index("jaw", spec.trait_dict["jaw"]), 0)), matrix)
 
 
-def render_avatar(spec: AvatarSpec) -> np.ndarray:
-    """Draw the avatar of `spec` as an (S, S, 3) uint8 RGB image, S = BASE_SIZE * spec.scale."""
-    size = BASE_SIZE * spec.scale
+@cache
+def _blank(size: int) -> np.ndarray:
     image = np.empty((size, size, 3), np.uint8)
     image[:] = BACKGROUND
+    image.flags.writeable = False
+    return image
+
+
+def render_avatar(spec: AvatarSpec) -> np.ndarray:
+    """Draw the avatar of `spec` as an (S, S, 3) uint8 RGB image, S = BASE_SIZE * spec.scale."""
+    image = _blank(BASE_SIZE * spec.scale).copy()
     head = Head.from_spec(spec)
     matrix = affine(spec.scale, spec.scale, 0.0, (0.0, 0.0), (0.0, 0.0))
     pen = Pen(image, matrix, 1.3 if head.deluxe else 2.6, 0.55 if head.deluxe else 0.32)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cache, cached_property
 
 import cv2
 import numpy as np
@@ -35,22 +36,34 @@ def transform(matrix: np.ndarray, pts: Points) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
+@cache
+def _unit_arc(a0: float, a1: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.deg2rad(np.linspace(a0, a1, n, endpoint=(a1 - a0) % 360 != 0))
+    return np.cos(t), np.sin(t)
+
+
 def ellipse(center: Sequence[float], ax: float, ay: float, angle: float = 0.0, a0: float = 0.0, a1: float = 360.0,
             n: int = 40) -> Points:  # fmt: skip
     """Points on an ellipse arc, angles in degrees (0 = +x, 90 = +y i.e. down)."""
-    t = np.deg2rad(np.linspace(a0, a1, n, endpoint=(a1 - a0) % 360 != 0))
-    x, y = ax * np.cos(t), ay * np.sin(t)
-    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
-    return np.stack([center[0] + c * x - s * y, center[1] + s * x + c * y], axis=1)
+    cos_t, sin_t = _unit_arc(float(a0), float(a1), n)
+    x, y = ax * cos_t, ay * sin_t
+    if angle:
+        c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+        x, y = c * x - s * y, s * x + c * y
+    return np.stack([center[0] + x, center[1] + y], axis=1)
+
+
+@cache
+def _bernstein(order: int, n: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    if order == 3:
+        return np.hstack([(1 - t) ** 2, 2 * (1 - t) * t, t**2])
+    return np.hstack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
 
 
 def bezier(*ctrl: Sequence[float], n: int = 16) -> Points:
-    """Points on a quadratic or cubic Bezier curve."""
-    p = np.asarray(ctrl, float)
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    if len(p) == 3:
-        return (1 - t) ** 2 * p[0] + 2 * (1 - t) * t * p[1] + t**2 * p[2]
-    return (1 - t) ** 3 * p[0] + 3 * (1 - t) ** 2 * t * p[1] + 3 * (1 - t) * t**2 * p[2] + t**3 * p[3]
+    """Points on a quadratic (3 control points) or cubic (4) Bezier curve."""
+    return _bernstein(len(ctrl), n) @ np.asarray(ctrl, float)
 
 
 def smooth(pts: Sequence[Sequence[float]], closed: bool = True, rounds: int = 2) -> Points:
@@ -74,7 +87,7 @@ def mirror(pts: Points, cx: float) -> Points:
 
 def shade(color: Sequence[float], factor: float) -> Color:
     """Scale a colour's brightness, clipped to 0..255."""
-    return tuple(int(np.clip(c * factor, 0, 255)) for c in color)  # type: ignore[return-value]
+    return tuple(min(255, max(0, int(c * factor))) for c in color)  # type: ignore[return-value]
 
 
 def mix(a: Sequence[float], b: Sequence[float], t: float) -> Color:
@@ -91,17 +104,19 @@ class Pen:
         matrix: (2, 3) map from base units to pixels.
         outline: outline width in base units drawn around filled shapes; 0 draws none.
         outline_factor: outline colour as a brightness factor of the fill colour.
+        mask: optional single-channel uint8 image of the same size that records (255) everything drawn.
     """
 
     image: np.ndarray
     matrix: np.ndarray
     outline: float = 0.0
     outline_factor: float = 0.45
+    mask: np.ndarray | None = None
+    unit: float = field(init=False)  # pixels per base unit
 
-    @property
-    def unit(self) -> float:
-        """Pixels per base unit."""
-        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+    def __post_init__(self) -> None:
+        m = self.matrix
+        self.unit = float(np.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
 
     def at(self, matrix: np.ndarray) -> Pen:
         """The same pen drawing through another matrix."""
@@ -117,13 +132,18 @@ class Pen:
         """Fill a polygon, outlined when the pen has an outline width and `outline` is set."""
         px = self._px(pts)
         cv2.fillPoly(self.image, [px], color, cv2.LINE_AA, SHIFT)
+        if self.mask is not None:
+            cv2.fillPoly(self.mask, [px], 255, cv2.LINE_AA, SHIFT)
         if outline and self.outline > 0:
             edge = outline_color or shade(color, self.outline_factor)
             cv2.polylines(self.image, [px], True, edge, self._width(self.outline), cv2.LINE_AA, SHIFT)
 
     def stroke(self, pts: Points, color: Color, width: float, closed: bool = False) -> None:
         """Draw a polyline `width` base units thick."""
-        cv2.polylines(self.image, [self._px(pts)], closed, color, self._width(width), cv2.LINE_AA, SHIFT)
+        px = self._px(pts)
+        cv2.polylines(self.image, [px], closed, color, self._width(width), cv2.LINE_AA, SHIFT)
+        if self.mask is not None:
+            cv2.polylines(self.mask, [px], closed, 255, self._width(width), cv2.LINE_AA, SHIFT)
 
     def dot(self, center: Sequence[float], radius: float, color: Color) -> None:
         """A filled circle (no outline), radius in base units."""
@@ -169,7 +189,7 @@ JAWS = (
     (54.0, 134.0, 218.0, 60.0, 2.0, 1.9),  # oval
     (58.0, 140.0, 213.0, 64.0, 2.3, 3.8),  # square
     (46.0, 134.0, 226.0, 56.0, 2.0, 2.4),  # long
-    (56.0, 128.0, 220.0, 67.0, 2.4, 1.4),  # heart
+    (56.0, 128.0, 220.0, 67.0, 2.4, 1.6),  # heart
     (54.0, 136.0, 216.0, 51.0, 2.0, 2.2),  # narrow
 )
 
@@ -186,8 +206,13 @@ class HeadShape:
     jaw_exp: float
 
     @classmethod
+    @cache
     def of_jaw(cls, jaw_index: int) -> HeadShape:
         return cls(*JAWS[jaw_index])
+
+    @cached_property
+    def _profile(self) -> Points:
+        return self.right_side()
 
     def right_side(self, n: int = 20) -> Points:
         """The right half of the outline, from the skull top down to the chin."""
@@ -208,16 +233,17 @@ class HeadShape:
 
     def half_width(self, y: float) -> float:
         """Half the face width at row y (0 above the skull or below the chin)."""
-        right = self.right_side()
+        right = self._profile
         return float(np.interp(y, right[:, 1], right[:, 0] - CX, left=0.0, right=0.0))
 
-    def skull(self, grow: float, a0: float = -10.0, a1: float = 190.0, bump=None, n: int = 48) -> Points:
-        """An arc over the skull grown by `grow` (or grow + bump(angle)), from angle a0 (right) to a1 (left).
+    def skull(self, grow: float, a0: float = -10.0, a1: float = 190.0, bump=None, n: int = 48,
+              taper: float = 1.0) -> Points:  # fmt: skip
+        """An arc over the skull grown by `grow` (plus bump(angle)), from angle a0 (right) to a1 (left).
 
-        Angles in degrees measured from +x towards the top of the head.
+        Angles in degrees measured from +x towards the top of the head; `taper` < 1 thins the growth at the sides.
         """
-        a = np.deg2rad(np.linspace(a0, a1, n))
-        g = grow + (bump(a) if bump is not None else 0.0)
+        a = np.deg2rad(np.linspace(a0, a1, n if bump is None else 2 * n))
+        g = grow * (taper + (1 - taper) * np.abs(np.sin(a))) + (bump(a) if bump is not None else 0.0)
         c, s = np.cos(a), np.sin(a)
         e = 2 / self.skull_exp
         x = CX + (self.hw + g) * np.sign(c) * np.abs(c) ** e
@@ -231,12 +257,12 @@ HAT_COLORS = ((200, 40, 45), (40, 60, 120), (150, 110, 70), (30, 30, 35), (240, 
 GLASSES_COLORS = ((40, 40, 45), (60, 60, 70), (20, 20, 22), (190, 160, 90), (150, 30, 40), (25, 25, 30))
 
 
-def _cap(shape: HeadShape, grow: float, temple_y: float, hairline: list, bump=None) -> Points:
+def _cap(shape: HeadShape, grow: float, temple_y: float, hairline: list, bump=None, taper: float = 1.0) -> Points:
     """Hair over the skull: an arc grown `grow` units down to `temple_y`, closed by a hairline through `hairline`."""
     e = 2 / shape.skull_exp
     s = np.clip((shape.mid - temple_y) / (shape.mid - shape.top + grow), -1, 1)
     angle = float(np.rad2deg(np.arcsin(np.sign(s) * np.abs(s) ** (1 / e))))
-    outer = shape.skull(grow, angle, 180 - angle, bump)
+    outer = shape.skull(grow, angle, 180 - angle, bump, taper=taper)
     inner_x = shape.half_width(temple_y) - 1.5
     line = smooth([outer[-1], (CX - inner_x, temple_y), *hairline, (CX + inner_x, temple_y), outer[0]], False, 3)
     return np.vstack([outer, line[1:-1]])
@@ -256,10 +282,11 @@ def _part(hw: float, depth: float = 150, peak: float = 72) -> list:
     return [(CX - hw * 0.92, depth - 30), (CX - hw * 0.5, 88), (CX - 3, peak), (CX + hw * 0.5, 88), (CX + hw * 0.92, depth - 30)]
 
 
+@cache
 def hair_shapes(shape: HeadShape, index: int) -> tuple[list[Points], list[Points]]:
     """(behind-the-head, over-the-head) polygons of a hair option index (0-7 short, 8-15 long)."""
     hw = shape.hw
-    spikes = lambda a: 12 * np.abs((a * 10 / np.pi) % 1 - 0.5)  # noqa: E731
+    spikes = lambda a: 26 * np.abs((a * 8 / np.pi) % 1 - 0.5) * np.sin(a) ** 2  # noqa: E731
     curls = lambda a: 4 * np.abs(np.sin(a * 11))  # noqa: E731
     quiff = lambda a: 20 * np.exp(-(((a - 1.25) / 0.35) ** 2))  # noqa: E731
     arc = [(CX - hw * 0.6, 90), (CX, 84), (CX + hw * 0.6, 90)]
@@ -275,7 +302,7 @@ def hair_shapes(shape: HeadShape, index: int) -> tuple[list[Points], list[Points
     }
     if index in short:
         grow, temple, line, bump = short[index]
-        return [], [_cap(shape, grow, temple, line, bump)]
+        return [], [_cap(shape, grow, temple, line, bump, taper=0.7 if index == 4 else 0.35)]
     fringe = [(CX - hw * 0.92, 124), (CX - hw * 0.8, 99), (CX, 99), (CX + hw * 0.8, 99), (CX + hw * 0.92, 124)]
     sweep = [(CX - hw * 0.92, 118), (CX - hw * 0.6, 104), (CX - hw * 0.1, 92), (CX + hw * 0.5, 80), (CX + hw * 0.9, 118)]
     bottom_y = shape.mid + 30
@@ -321,8 +348,10 @@ def draw_beard(pen: Pen, shape: HeadShape, index: int, color: Color) -> None:
                                      (CX + hw * 0.6, 164), (CX + hw * 0.82, 140)])  # fmt: skip
     goatee = smooth([(CX - 14, 194), (CX - 16, chin - 8), (CX, chin + 3), (CX + 16, chin - 8), (CX + 14, 194), (CX, 199)])
     if index == 0:
-        pen.blend(_jaw_band(shape, 148, 1, [(CX - hw * 0.7, 148), (CX - 26, 168), (CX - 22, 196), (CX, 200),
-                                            (CX + 22, 196), (CX + 26, 168), (CX + hw * 0.7, 148)]), color, 0.3)  # fmt: skip
+        stubble = _jaw_band(shape, 150, 0.5, [(CX - hw * 0.8, 150), (CX - hw * 0.55, 166), (CX - 24, 168),
+                                              (CX - 26, 180), (CX, 168), (CX + 26, 180), (CX + 24, 168),
+                                              (CX + hw * 0.55, 166), (CX + hw * 0.8, 150)])  # fmt: skip
+        pen.blend(stubble, color, 0.2)
     elif index in (1, 6):
         pen.fill(goatee, color)
     elif index == 2:
@@ -332,11 +361,13 @@ def draw_beard(pen: Pen, shape: HeadShape, index: int, color: Color) -> None:
         band = right[right[:, 1] >= 140]
         inner = (band - (CX, shape.mid)) * 0.9 + (CX, shape.mid)
         pen.fill(np.vstack([band, mirror(band, CX), mirror(inner, CX)[::-1], inner[::-1]]), color)
-    elif index == 5:
-        for side in (-1, 1):
-            x0, x1 = shape.half_width(118) - 1, shape.half_width(176) - 1
-            pts = [(x0, 118), (x1, 176), (x1 - 16, 172), (x0 - 7, 122)]
-            pen.fill(np.array([(CX + side * x, y) for x, y in pts]), color)
+    elif index == 5:  # mutton chops hugging the face edge
+        right = shape.right_side(60)
+        edge = right[(right[:, 1] >= 116) & (right[:, 1] <= 180)] + (1.5, 0)
+        width = np.linspace(6, 17, len(edge))[:, None]
+        chop = np.vstack([edge, (edge - np.hstack([width, 0 * width]))[::-1]])
+        pen.fill(chop, color)
+        pen.fill(mirror(chop, CX), color)
     elif index == 7:
         pen.fill(smooth([(CX - hw * 0.62, chin - 26), (CX - hw * 0.45, chin + 24), (CX, chin + 40),
                          (CX + hw * 0.45, chin + 24), (CX + hw * 0.62, chin - 26)]), color)  # fmt: skip
@@ -411,8 +442,8 @@ def draw_hat(pen: Pen, shape: HeadShape, index: int) -> None:
         pen.fill(_crown(shape, 12, 96), color)
         pen.fill(_rounded_rect(CX, 90, hw + 13, 8, 3), dark)
     elif index == 2:  # cowboy hat
-        pen.fill(smooth([(CX - hw * 0.7, 86), (CX - hw * 0.62, top - 28), (CX, top - 20), (CX + hw * 0.62, top - 28),
-                         (CX + hw * 0.7, 86)], True, 2), color)  # fmt: skip
+        pen.fill(smooth([(CX - hw * 0.66, 88), (CX - hw * 0.56, top - 20), (CX - hw * 0.22, top - 30), (CX, top - 20),
+                         (CX + hw * 0.22, top - 30), (CX + hw * 0.56, top - 20), (CX + hw * 0.66, 88)], True, 1), color)  # fmt: skip
         pen.fill(smooth([(CX - hw - 52, 66), (CX - hw, 84), (CX, 92), (CX + hw, 84), (CX + hw + 52, 66),
                          (CX + hw + 10, 90), (CX, 98), (CX - hw - 10, 90)], True, 2), dark)  # fmt: skip
     elif index == 3:  # top hat
@@ -425,7 +456,7 @@ def draw_hat(pen: Pen, shape: HeadShape, index: int) -> None:
         pen.fill(band, color)
     elif index == 5:  # bucket hat
         pen.fill(_crown(shape, 10, 90), color)
-        pen.fill(smooth([(CX - hw - 20, 104), (CX - hw * 0.9, 84), (CX + hw * 0.9, 84), (CX + hw + 20, 104),
+        pen.fill(smooth([(CX - hw - 26, 106), (CX - hw - 10, 84), (CX + hw + 10, 84), (CX + hw + 26, 106),
                          (CX, 98)], True, 2), dark)  # fmt: skip
     elif index == 6:  # fedora
         pen.fill(smooth([(CX - hw * 0.78, 88), (CX - hw * 0.7, top - 16), (CX - 12, top - 26), (CX, top - 18),

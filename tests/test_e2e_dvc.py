@@ -1,0 +1,69 @@
+"""End to end: the real `dvc repro` of the data stages in a temporary clone, at small scale."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The repository's tracked files (as in the working tree) committed into a fresh git repo."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    root = tmp_path / "clone"
+    for name in filter(None, files.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(root)}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    run(["git", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "clone"], root, env)
+    return root, env
+
+
+def shrink(root: Path, **counts: int) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["crawl"]["avatars"]["count"] = counts.get("avatars", 24)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dvc_repro_crawl_avatars(clone: tuple[Path, dict[str, str]]) -> None:
+    root, env = clone
+    shrink(root, avatars=24)
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro", "crawl_avatars"], root, env)
+    metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())
+    assert metrics["requested"] == metrics["saved"] == 24 and metrics["failed"] == 0
+    frame = pd.read_parquet(root / "data/raw/avatars.parquet")
+    assert len(frame) == 24 and (frame.status == "ok").all()
+    assert frame["url"].str.startswith("sandbox:/avatar-builder-v3/preview/head?").all()
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["crawl_avatars"]["params"]["params.yaml"]["crawl.avatars"]["count"] == 24
+    second = run([dvc, "repro", "crawl_avatars"], root, env)
+    assert "didn't change" in second.stdout or "up to date" in second.stdout
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
+    assert shown[""]["data"]["metrics/crawl_avatars.json"]["data"]["saved"] == 24
