@@ -176,6 +176,16 @@ def haar_eyes(grey: np.ndarray, box: Box, frame_angle_deg: float, cfg: AlignConf
     return tuple(eyes)
 
 
+def search_eyes(grey: np.ndarray, box: Box, frame_angle_deg: float, cfg: AlignConfig) -> tuple[Point | None, ...]:
+    """`haar_eyes` in the detection frame, then in frames turned by `cfg.eye_rotations` until both are found."""
+    eyes = haar_eyes(grey, box, frame_angle_deg, cfg)
+    for extra in cfg.eye_rotations if None in eyes else ():
+        turned = haar_eyes(grey, box, frame_angle_deg + extra, cfg)
+        if None not in turned:  # a turned frame only replaces the first search when it finds both eyes
+            return turned
+    return eyes
+
+
 def combine_eyes(
     haar: tuple[Point | None, Point | None], geometric: tuple[Point, Point], method: str
 ) -> tuple[Point, Point, str]:
@@ -262,13 +272,7 @@ def align_face(rgb: np.ndarray, cfg: AlignConfig) -> AlignResult:
         return AlignResult("rejected", det.reason, **common)
     assert det.box is not None  # a detection without a reason always has a box
     geometric = geometric_eyes(det.box, det.frame_angle_deg, cfg)
-    haar: tuple[Point | None, ...] = (None, None)
-    for extra in (0.0, *cfg.eye_rotations) if cfg.eye_method != "geometry" else ():
-        found = haar_eyes(grey, det.box, det.frame_angle_deg + extra, cfg)
-        if None not in found or extra == 0.0:
-            haar = found  # a rotated search only replaces the upright one when it finds both eyes
-        if None not in found:
-            break
+    haar = (None, None) if cfg.eye_method == "geometry" else search_eyes(grey, det.box, det.frame_angle_deg, cfg)
     if cfg.eyes_required and None in haar:
         return AlignResult("rejected", "no_eyes", left_eye=haar[0], right_eye=haar[1], **common)
     left, right, eye_method = combine_eyes(haar, geometric, cfg.eye_method)

@@ -169,12 +169,18 @@ def rotation_about_centre(shape: tuple[int, ...], angle_deg: float) -> tuple[np.
     return matrix, (out_w, out_h)
 
 
-def _cascade_boxes(grey: np.ndarray, cascade: str, cfg: DetectConfig) -> list[Box]:
-    found = load_cascade(cascade).detectMultiScale(
-        grey, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors, minSize=(cfg.min_detect, cfg.min_detect)
+def _cascade_boxes(grey: np.ndarray, cascade: str, cfg: DetectConfig) -> list[tuple[Box, float]]:
+    """(box, confidence) pairs, largest first; confidence is the last cascade stage's weight (higher = surer)."""
+    found, _, weights = load_cascade(cascade).detectMultiScale3(
+        grey,
+        scaleFactor=cfg.scale_factor,
+        minNeighbors=cfg.min_neighbors,
+        minSize=(cfg.min_detect, cfg.min_detect),
+        outputRejectLevels=True,
     )
+    pairs = [(tuple(float(v) for v in b), float(w)) for b, w in zip(found, np.ravel(weights), strict=True)]
     # detectMultiScale works in parallel, so its order is not stable: sort largest first, then by position.
-    return sorted((tuple(float(v) for v in b) for b in found), key=lambda b: (-b[2] * b[3], b[1], b[0]))
+    return sorted(pairs, key=lambda p: (-p[0][2] * p[0][3], p[0][1], p[0][0]))
 
 
 def detect_faces(rgb: np.ndarray, cfg: DetectConfig, angle_deg: float = 0.0) -> list[Box]:
@@ -184,22 +190,23 @@ def detect_faces(rgb: np.ndarray, cfg: DetectConfig, angle_deg: float = 0.0) -> 
     sizes are in original pixels, so for angle 0 they are plain original-image boxes.
     """
     small, scale = detection_grey(to_grey(rgb), cfg.detect_max_side)
-    return _detect_small(small, scale, cfg, angle_deg)
+    return [box for box, _ in _detect_small(small, scale, cfg, angle_deg)]
 
 
-def _detect_small(small: np.ndarray, scale: float, cfg: DetectConfig, angle_deg: float) -> list[Box]:
+def _detect_small(small: np.ndarray, scale: float, cfg: DetectConfig, angle_deg: float) -> list[tuple[Box, float]]:
     if angle_deg == 0.0:
-        return [(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in _cascade_boxes(small, cfg.cascade, cfg)]
+        return [((x / scale, y / scale, w / scale, h / scale), conf)
+                for (x, y, w, h), conf in _cascade_boxes(small, cfg.cascade, cfg)]  # fmt: skip
     matrix, size = rotation_about_centre(small.shape, angle_deg)
     rotated = cv2.warpAffine(small, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inverse = cv2.invertAffineTransform(matrix)
-    boxes = []
-    for x, y, w, h in _cascade_boxes(rotated, cfg.cascade, cfg):
+    found = []
+    for (x, y, w, h), conf in _cascade_boxes(rotated, cfg.cascade, cfg):
         # Box centre in pixel-centre coordinates, back through the rotation, then up to the original scale.
         cx, cy = inverse @ (x + w / 2 - 0.5, y + h / 2 - 0.5, 1.0)
         cx, cy, w, h = (cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5, w / scale, h / scale
-        boxes.append((cx + 0.5 - w / 2, cy + 0.5 - h / 2, w, h))
-    return boxes
+        found.append(((cx + 0.5 - w / 2, cy + 0.5 - h / 2, w, h), conf))
+    return found
 
 
 def _profile_fires(small: np.ndarray, cfg: DetectConfig) -> bool:
@@ -273,12 +280,12 @@ def find_face(rgb: np.ndarray, cfg: DetectConfig, grey: np.ndarray | None = None
     """
     grey = to_grey(rgb) if grey is None else grey
     small, scale = detection_grey(grey, cfg.detect_max_side)
-    angle, boxes = 0.0, _detect_small(small, scale, cfg, 0.0)
-    for candidate_angle in cfg.try_rotations if not boxes else ():
-        boxes = _detect_small(small, scale, cfg, candidate_angle)
-        if boxes:
-            angle = candidate_angle
-            break
+    angle, found = 0.0, _detect_small(small, scale, cfg, 0.0)
+    if not found and cfg.try_rotations:
+        # A +15 degree face is often also "found" at -15 as a weak false positive: the surest frame wins.
+        frames = [(angle, _detect_small(small, scale, cfg, angle)) for angle in cfg.try_rotations]
+        angle, found = max(frames, key=lambda f: max((conf for _, conf in f[1]), default=-math.inf))
+    boxes = [box for box, _ in found]
     if not boxes:
         profile = _profile_fires(small, cfg)
         return FaceDetection("profile" if profile else "no_face", None, 0.0, 0, profile, 0.0)

@@ -187,3 +187,69 @@ async def fetch_json(
             if attempt > policy.retries:
                 raise ConnectionError(f"GET {url} failed {attempt} times: {type(exc).__name__}: {exc}") from None
             await asyncio.sleep(policy.delay(attempt, None, rng))
+
+
+@dataclass(frozen=True)
+class FetchedBytes:
+    """A complete 200 response body, not yet validated."""
+
+    data: bytes
+    content_type: str | None
+    attempts: int
+
+
+class FetchFailed(Exception):
+    """A URL that gave no usable body after all attempts; `reason` is the manifest's reason code."""
+
+    def __init__(self, reason: str, detail: str, attempts: int, http_status: int | None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.attempts, self.http_status = reason, detail, attempts, http_status
+
+
+def fetch_bytes(session: Any, url: str, max_bytes: int, policy: RetryPolicy, timeout_s: float) -> FetchedBytes:
+    """The blocking twin of `fetch_image` for icrawler's downloader threads (a requests.Session).
+
+    Raises:
+        FetchFailed: with the same reason codes as the async crawler.
+    """
+    import requests
+
+    rng = random.Random(url)
+    attempt = 0
+    while True:
+        attempt += 1
+        retry_after: float | None = None
+        try:
+            with session.get(url, timeout=timeout_s, stream=True) as response:
+                if response.status_code in RETRYABLE_STATUS:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise _Retry(f"http_{response.status_code}", f"server answered {response.status_code}",
+                                 response.status_code, retry_after)  # fmt: skip
+                if response.status_code != 200:
+                    raise FetchFailed(f"http_{response.status_code}", f"server answered {response.status_code}",
+                                      attempt, response.status_code)  # fmt: skip
+                declared = int(response.headers.get("Content-Length") or 0)
+                if declared > max_bytes:
+                    raise FetchFailed("too_large", f"Content-Length {declared} exceeds max_bytes={max_bytes}", attempt, 200)
+                body = bytearray()
+                for chunk in response.iter_content(1 << 16):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise FetchFailed("too_large", f"body exceeds max_bytes={max_bytes}", attempt, 200)
+                return FetchedBytes(bytes(body), response.headers.get("Content-Type"), attempt)
+        except _Retry as retry:
+            failure: tuple[str, str, int | None] = (retry.reason, retry.detail, retry.http_status)
+        except requests.exceptions.Timeout:
+            failure = ("timeout", f"no complete answer within {timeout_s:g} s", None)
+        except requests.exceptions.ChunkedEncodingError as exc:
+            failure = ("truncated", f"body ended early: {exc}", 200)
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+            raise FetchFailed("bad_url", f"invalid URL: {exc}", attempt, None) from None
+        except requests.exceptions.ConnectionError as exc:
+            failure = ("connection_error", f"{type(exc).__name__}: {exc}", None)
+        except requests.exceptions.RequestException as exc:
+            failure = ("http_error", f"{type(exc).__name__}: {exc}", None)
+        if attempt > policy.retries:
+            reason, detail, status = failure
+            raise FetchFailed(reason, f"{detail} (gave up after {attempt} attempts)", attempt, status)
+        time.sleep(policy.delay(attempt, retry_after, rng))

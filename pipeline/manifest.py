@@ -82,15 +82,23 @@ def previous_rows(manifest: Path, key: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def write_manifest(rows: Iterable[Mapping[str, Any]], path: Path, columns: list[str], params: Mapping[str, Any]) -> None:
+def write_manifest(
+    rows: Iterable[Mapping[str, Any]],
+    path: Path,
+    columns: list[str],
+    params: Mapping[str, Any],
+    nullable_int: list[str] | None = None,
+) -> None:
     """Write rows as parquet atomically, with the resolved params in the file's metadata.
 
-    Column order is fixed by `columns` so that identical runs give identical bytes.
+    Column order is fixed by `columns` so that identical runs give identical bytes; `nullable_int` columns keep
+    integers with gaps (unknown values) as integers rather than floats.
     """
     frame = pd.DataFrame(list(rows), columns=columns)
+    for column in nullable_int or []:
+        frame[column] = frame[column].astype("Int64")
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta.pop(b"pandas", None)  # pandas metadata embeds library versions; keep bytes stable across installs
     meta[PARAMS_META_KEY] = json.dumps(params, sort_keys=True).encode("utf-8")
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()

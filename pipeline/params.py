@@ -98,8 +98,56 @@ class CrawlAvatarsParams(FetchParams):
         return value
 
 
+FaceSource = Literal["sandbox", "bing", "google", "baidu", "flickr", "urls", "folder"]
+DEFAULT_IDENTITIES = (
+    "Avery Quinn", "Blake Moreno", "Casey Lindqvist", "Dana Okafor", "Eli Brandt", "Farah Haddad",
+    "Gus Petrov", "Hana Sato", "Ivan Novak", "Jade Whitaker", "Kofi Mensah", "Lena Fischer",
+    "Marco Bellini", "Nia Adeyemi", "Omar Rahimi", "Priya Raman",
+)  # fmt: skip
+
+
+class CrawlFacesParams(FetchParams):
+    """`crawl_faces`: photos of named people through icrawler (sandbox search by default)."""
+
+    source: FaceSource = "sandbox"
+    identities: tuple[str, ...] = DEFAULT_IDENTITIES  # empty with sandbox.photos = every folder there
+    per_identity: int = Field(40, ge=1, le=1000)  # search results (candidates) considered per identity
+    min_per_identity: int = Field(20, ge=0, le=1000)
+    min_size: int = Field(64, ge=1, le=10_000)
+    near_duplicate_distance: int = Field(8, ge=0, le=64)  # of the 256-bit dHash
+    engine_url: str | None = None  # base URL for bing/google/baidu/flickr; None = the engine's real host
+    urls_file: str | None = None  # source urls: lines of `identity,url`
+    folder: str | None = None  # source folder: <identity>/<images>
+    concurrency: int = Field(4, ge=1, le=64)  # icrawler downloader threads
+    out_dir: str = "data/raw/faces"
+    manifest: str = "data/raw/faces.parquet"
+    metrics: str = "metrics/crawl_faces.json"
+
+    @model_validator(mode="after")
+    def _source_inputs(self) -> CrawlFacesParams:
+        if self.source == "urls" and not self.urls_file:
+            raise ValueError("source 'urls' needs urls_file: a file of `identity,url` lines")
+        if self.source == "folder" and not self.folder:
+            raise ValueError("source 'folder' needs folder: a directory of <identity>/<images>")
+        if self.source in ("bing", "google", "baidu", "flickr") and not self.identities:
+            raise ValueError(f"source {self.source!r} needs identities: the names to search for")
+        if self.engine_url is not None and not self.engine_url.startswith(("http://", "https://")):
+            raise ValueError(f"engine_url must be an http(s) URL, got {self.engine_url!r}")
+        from pipeline.storage import safe_name
+
+        folders: dict[str, str] = {}
+        for name in self.identities:
+            if not name.strip():
+                raise ValueError("identities holds an empty name")
+            other = folders.setdefault(safe_name(name), name)
+            if other != name:
+                raise ValueError(f"identities {other!r} and {name!r} share the folder {safe_name(name)!r}; keep one")
+        return self
+
+
 class CrawlParams(_Section):
     avatars: CrawlAvatarsParams = CrawlAvatarsParams()
+    faces: CrawlFacesParams = CrawlFacesParams()
 
 
 class Params(_Section):

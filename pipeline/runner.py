@@ -25,7 +25,9 @@ def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
 
 def run_stage(name: str, body: Callable[[], None], expected: tuple[type[BaseException], ...] = ()) -> None:
     """Run a stage body; known failures exit 1 with a one-paragraph message instead of a traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("icrawler", "feeder", "parser", "downloader"):  # icrawler logs every page; our report says it once
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         body()
     except (ParamsError, StageError, *expected) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -78,19 +79,19 @@ def content_path(root: Path, sha256: str, ext: str) -> Path:
 
 
 _UNSAFE = re.compile(r"[^a-z0-9]+")
+_PLAIN = re.compile(r"[A-Za-z0-9 _-]+")
 
 
 def safe_name(name: str) -> str:
     """A folder name for an identity: ASCII, lower case, no separators or dots, never empty.
 
-    `../../etc` becomes `etc`, `Beyoncé Knowles` becomes `beyonce_knowles`. A short hash of the original keeps two
-    names that fold to the same text apart, and stands in when nothing printable is left.
+    Plain names fold readably (`Angelina Jolie` -> `angelina_jolie`). Names with other characters also get a short
+    hash of the original, so that a lossy fold cannot merge two people: `../../etc` -> `etc_<hash>`,
+    `Beyoncé` -> `beyonce_<hash>`; a name with nothing printable becomes `id_<hash>`.
     """
-    import hashlib
-
     folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
     slug = _UNSAFE.sub("_", folded).strip("_")[:64]
-    if slug and slug == name:
+    if slug and _PLAIN.fullmatch(name):
         return slug
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
     return f"{slug}_{digest}" if slug else f"id_{digest}"

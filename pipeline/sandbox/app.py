@@ -1,4 +1,4 @@
-"""The sandbox aiohttp app: the avatar-builder API (catalogue + preview renders) with optional fault injection."""
+"""The sandbox aiohttp app: the avatar-builder API, image search and photo host, with optional fault injection."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from threading import Lock
 from aiohttp import web
 
 from pipeline.params import SandboxParams
-from pipeline.sandbox import traits
+from pipeline.sandbox import search, traits
 from pipeline.sandbox.faults import FaultInjector
 
 ASSETS_PATH = "/avatar-builder-v3/assets"
@@ -105,6 +105,7 @@ def create_app(cfg: SandboxParams) -> web.Application:
     app.router.add_get(ASSETS_PATH, assets)
     app.router.add_get(PREVIEW_PATH, preview_head)
     app.router.add_get("/healthz", health)
+    search.add_routes(app)
 
     async def shutdown(app: web.Application) -> None:
         sandbox.pool.shutdown(wait=False, cancel_futures=True)

@@ -94,8 +94,16 @@ class Head:
         parts["jaw"] = max(parts["jaw"], 0)
         skin, hair = tone_to_rgb(traits["skin_tone"]), tone_to_rgb(traits["hair_tone"])
         lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.3 if photo else 0.18)
-        return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, shade(hair, 0.7), tone_to_rgb(traits["pupil_tone"]),
-                   lips, spec.gender == 2, spec.style == 5, photo)  # fmt: skip
+        brow = shade(hair, 0.7)
+        if photo and luma(brow) > 0.5 * luma(skin):  # real brows stay darker than the skin, even under white hair
+            brow = mix(brow, shade(skin, 0.3), 0.7)
+        return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, brow, tone_to_rgb(traits["pupil_tone"]), lips,
+                   spec.gender == 2, spec.style == 5, photo)  # fmt: skip
+
+
+def luma(color: Color) -> float:
+    """Rec. 601 brightness of an RGB colour."""
+    return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
 
 
 class Pens(NamedTuple):
@@ -140,11 +148,15 @@ def draw_face(pen: Pen, head: Head) -> None:
         pen.fill(outline, skin)
 
 
-def _eye_white(kind: int, side: int) -> tuple[Points, Points]:
+# eye option index -> (half width, half height, outer-corner lift, iris radius)
+EYES = ((12, 7, 0, 6), (10, 9, 0, 6), (13, 12, 0, 8), (12, 4.5, 0, 5), (12, 7, 0, 6), (5, 6, 0, 4.5), (12, 6.5, 4, 5.5),
+        (12, 7, -3, 6))  # fmt: skip
+
+
+@cache
+def _eye_white(kind: int, side: int, size: float = 1.0) -> tuple[Points, Points]:
     """(closed eye outline, upper lid curve) of an eye option around the origin; `side` +1 points outward right."""
-    a, b, tilt = ((12, 7, 0), (10, 9, 0), (13, 12, 0), (12, 4.5, 0), (12, 7, 0), (5, 6, 0), (12, 6.5, 4), (12, 7, -3))[
-        kind
-    ]
+    a, b, tilt, _ = (v * size for v in EYES[kind])
     if kind in (1, 2, 5):
         upper = ellipse((0, 0), a, b, a0=180, a1=360, n=17)
         lower = ellipse((0, 0), a, b, a0=0, a1=180, n=17)[1:-1]
@@ -157,14 +169,20 @@ def _eye_white(kind: int, side: int) -> tuple[Points, Points]:
 
 
 def draw_eyes(pen: Pen, head: Head) -> None:
-    """Eye whites, irises in the pupil tone, pupils, catchlights, lids, lashes and eye details."""
+    """Eye whites, irises in the pupil tone, pupils, catchlights, lids, lashes and eye details.
+
+    Photos get smaller eyes whose iris fills the opening, as in real faces (and as Haar cascades expect).
+    """
     kind, lash, detail = head.parts["eye"], head.parts["eyelash"], head.parts["eye_details"]
     line = shade(head.brow, 0.6)
-    white = (228, 224, 218) if head.photo else (252, 252, 250)
-    iris_r = (6, 6, 8, 5, 6, 4.5, 5.5, 6)[kind]
+    size = 0.85 if head.photo else 1.0
+    _, b, _, iris_r = EYES[kind]
+    iris_r = min(max(iris_r, b * 1.1), 8.0) * size if head.photo else iris_r
+    # In photos the sclera stays close to the skin's brightness: a dark eye band is what face detectors look for.
+    white = mix(shade(head.skin, 1.2), (200, 196, 190), 0.25) if head.photo else (252, 252, 250)
     for side in (-1, 1):
         center = np.array([CX + side * EYE_DX, EYE_Y])
-        outline, upper = _eye_white(kind, side)
+        outline, upper = _eye_white(kind, side, size)
         outline, upper = outline + center, upper + center
         if detail == 2:
             pen.blend(ellipse(center + (0, 9), 12, 5), (90, 60, 70), 0.25)
@@ -180,7 +198,7 @@ def draw_eyes(pen: Pen, head: Head) -> None:
                              outline=False)  # fmt: skip
         if kind == 4:
             pen.stroke(np.vstack([center + (-side * 12, 0), center + (side * 12, -1)]), line, 2.0)
-        pen.stroke(upper, line, 2.2 if kind != 5 else 1.2)
+        pen.stroke(upper, line, (2.2 if kind != 5 else 1.2) * (1.3 if head.photo else 1.0))
         outer = upper[-1]
         if lash == 0:
             for u in (-3, -2, -1):
@@ -209,7 +227,7 @@ def draw_brows(pen: Pen, head: Head) -> None:
     )[head.parts["brow"]]  # fmt: skip
     u = np.linspace(0.0, 1.0, 12)
     y = BROW_Y - arch * 4 * u * (1 - u) - tilt * (u - 0.5)
-    th = th_in * (1 - u) + th_out * u
+    th = (th_in * (1 - u) + th_out * u) * (1.3 if head.photo else 1.0)
     jag = bushy * 1.6 * (np.arange(12) % 2)
     for side in (-1, 1):
         x = CX + side * (EYE_DX + half * (2 * u - 1) + 1)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from pipeline.sandbox.avatar import Head, Landmarks, Pens, draw_head, posed_landmarks
+from pipeline.sandbox.avatar import Head, Landmarks, Pens, draw_head, luma, posed_landmarks
 from pipeline.sandbox.drawing import BROW_Y, CX, EYE_DX, EYE_Y, HeadShape, Pen, affine, compose, shade, smooth
 from pipeline.sandbox.traits import GENDERS, NONE, AvatarSpec, catalogue_options, make_spec
 
@@ -125,7 +125,7 @@ def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], fac
     face = compose(head, affine(1 - 0.05 * abs(yaw), 1, 0, (CX, 0), (CX + 7 * yaw, 0)))
     nose = compose(head, affine(1, 1, 0, (CX, 0), (CX + 11 * yaw, 0)))
     angle = rng.uniform(0, 2 * np.pi)
-    return _Pose(head, face, nose, (float(np.cos(angle)), float(np.sin(angle))), rng.uniform(0.15, 0.4))
+    return _Pose(head, face, nose, (float(np.cos(angle)), float(np.sin(angle))), rng.uniform(0.12, 0.35))
 
 
 def _draw_person(image: np.ndarray, head: Head, pose: _Pose, clothes: tuple[int, int, int], face: bool = True) -> None:
@@ -140,10 +140,10 @@ def _draw_person(image: np.ndarray, head: Head, pose: _Pose, clothes: tuple[int,
     else:
         pen.fill(np.array([(CX - 34, 200), (CX - 36, 262), (CX + 36, 262), (CX + 34, 200)]), shade(head.skin, 0.9))
         pen.fill(head.shape.outline(grow=6), head.hair if head.parts["hair"] != NONE else head.skin)
-    _shade(image, mask, head.shape, pose)
+    _shade(image, mask, head.shape, pose, face)
 
 
-def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose) -> None:
+def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, face: bool) -> None:
     """Multiply the drawn person by a smooth lighting field: light direction, roundness, eye sockets, nose."""
     ys, xs = np.nonzero(mask[::4, ::4])
     if len(xs) == 0:
@@ -165,14 +165,27 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose) -
     def bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
         return np.exp(-(((fu - cx) / sx) ** 2 + ((fv - cy) / sy) ** 2))
 
-    field -= 0.22 * (bump(CX - EYE_DX, EYE_Y - 4, 16, 12) + bump(CX + EYE_DX, EYE_Y - 4, 16, 12))
-    field += 0.12 * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)
+    if face:
+        field -= 0.3 * (bump(CX - EYE_DX, EYE_Y - 4, 16, 12) + bump(CX + EYE_DX, EYE_Y - 4, 16, 12))
+        field += 0.12 * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)
+        field += 0.08 * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))
     field -= 0.35 * np.exp(-(((v - shape.chin - 10) / 16) ** 2)) * (np.abs(u - CX) < shape.hw * 0.7) * (v > shape.chin - 4)
     field = cv2.resize(field, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     weight = mask[y0:y1, x0:x1].astype(np.float32) / 255
     gain = (1 + (field - 1) * weight)[..., None]
     roi = image[y0:y1, x0:x1]
     roi[:] = np.clip(roi * gain, 0, 255).astype(np.uint8)
+
+
+def _expose(image: np.ndarray, skin: tuple[int, int, int], target: float) -> np.ndarray:
+    """Face-priority auto exposure: a highlight-compressing tone curve that lifts the skin's luma to `target`."""
+    skin_luma = luma(skin)
+    if skin_luma >= target:
+        return image
+    gain = target * (1 - skin_luma / 255) / (skin_luma * (1 - target / 255))
+    x = np.arange(256, dtype=np.float32) / 255
+    lut = np.clip(255 * gain * x / (1 + (gain - 1) * x), 0, 255).astype(np.uint8)
+    return cv2.LUT(image, lut)
 
 
 def _place(rng: random.Random, w: int, h: int, shape: HeadShape, frac: tuple[float, float], xs: tuple[float, float]):
@@ -210,6 +223,7 @@ def render_photo(name: str, index: int, seed: int) -> PhotoRender:
         _draw_person(image, head, pose, CLOTHES[rng.randrange(len(CLOTHES))], face=kind != "no_face")
         if kind != "no_face":
             faces.append(posed_landmarks(head.shape, pose.face, pose.nose))
+    image = _expose(image, Head.from_spec(spec).skin, rng.uniform(125, 165))
     sigma = rng.uniform(0.4, 1.3) * w / 480
     image = cv2.GaussianBlur(image, (0, 0), sigma)
     noise = _noise_tile()

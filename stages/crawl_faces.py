@@ -1,0 +1,26 @@
+"""DVC stage `crawl_faces`: photos of named people via icrawler (the sandbox search by default)."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.crawl_faces import FaceCrawlError, crawl_faces
+from pipeline.params import load_params
+from pipeline.runner import run_stage, write_metrics
+
+
+def main() -> None:
+    def body() -> None:
+        params = load_params()
+        cfg = params.crawl.faces
+        report = crawl_faces(cfg, params.sandbox, progress=sys.stderr.isatty())
+        write_metrics(cfg.metrics, report.metrics())
+        print(f"crawl_faces: {report.saved} saved of {report.candidates} candidates for {report.identities} identities"
+              f" ({report.resumed} resumed); rejected {report.rejected_by_reason or 'none'}; "
+              f"{len(report.short_identities)} below min_per_identity")  # fmt: skip
+
+    run_stage("crawl_faces", body, expected=(FaceCrawlError,))
+
+
+if __name__ == "__main__":
+    main()
