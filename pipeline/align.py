@@ -50,6 +50,8 @@ class AlignConfig:
         geometry_left_eye / geometry_right_eye: eye centres as fractions of the Haar box, measured on LFW.
         eye_rotations: extra in-plane angles (degrees) the eye search tries, in order, when the detection frame
             does not give both eyes: the face cascade tolerates more roll than the eye cascades do.
+        eye_spacing: plausible inter-ocular distance in box widths (dev photos: 0.37 +- 0.04); outside it, the
+            eye farther from its geometric spot is dropped.
         smile_cascade: cascade for the mouth ("" to always use geometry).
         smile_min_neighbors: the smile cascade fires on any dark line, so it needs many votes.
         border: skimage warp mode for output pixels outside the photo.
@@ -71,6 +73,7 @@ class AlignConfig:
     geometry_left_eye: tuple[float, float] = (0.32, 0.39)
     geometry_right_eye: tuple[float, float] = (0.68, 0.39)
     eye_rotations: tuple[float, ...] = (15.0, -15.0)
+    eye_spacing: tuple[float, float] = (0.27, 0.5)
     smile_cascade: str = "haarcascade_smile.xml"
     smile_min_neighbors: int = 25
     border: str = "edge"
@@ -176,11 +179,24 @@ def haar_eyes(grey: np.ndarray, box: Box, frame_angle_deg: float, cfg: AlignConf
     return tuple(eyes)
 
 
+def plausible_pair(eyes: tuple[Point | None, ...], box: Box, cfg: AlignConfig) -> tuple[Point | None, ...]:
+    """Drops the less likely eye of a pair whose spacing is implausible for the box (both on one eye, say)."""
+    left, right = eyes
+    if left is None or right is None:
+        return eyes
+    low, high = cfg.eye_spacing
+    if low * box[2] <= math.dist(left, right) <= high * box[2]:
+        return eyes
+    geometric = geometric_eyes(box, 0.0, cfg)  # the frame angle hardly moves the prior at these distances
+    keep_left = math.dist(left, geometric[0]) <= math.dist(right, geometric[1])
+    return (left, None) if keep_left else (None, right)
+
+
 def search_eyes(grey: np.ndarray, box: Box, frame_angle_deg: float, cfg: AlignConfig) -> tuple[Point | None, ...]:
     """`haar_eyes` in the detection frame, then in frames turned by `cfg.eye_rotations` until both are found."""
-    eyes = haar_eyes(grey, box, frame_angle_deg, cfg)
+    eyes = plausible_pair(haar_eyes(grey, box, frame_angle_deg, cfg), box, cfg)
     for extra in cfg.eye_rotations if None in eyes else ():
-        turned = haar_eyes(grey, box, frame_angle_deg + extra, cfg)
+        turned = plausible_pair(haar_eyes(grey, box, frame_angle_deg + extra, cfg), box, cfg)
         if None not in turned:  # a turned frame only replaces the first search when it finds both eyes
             return turned
     return eyes
@@ -214,8 +230,10 @@ def below_eyes(left: Point, right: Point, distance: float) -> Point:
     return (mx - dy * distance, my + dx * distance)
 
 
-def find_mouth(grey: np.ndarray, box: Box, frame_angle_deg: float, left: Point, right: Point, cfg: AlignConfig):
-    """Mouth centre from the smile cascade when it fires near the geometric mouth, else from geometry."""
+def find_mouth(
+    grey: np.ndarray, box: Box, frame_angle_deg: float, left: Point, right: Point, cfg: AlignConfig
+) -> tuple[Point, str]:
+    """(mouth centre, method): the smile cascade when it fires near the geometric mouth, else geometry."""
     prior = below_eyes(left, right, MOUTH_BELOW_EYES)
     if not cfg.smile_cascade:
         return prior, "geometry"
@@ -234,7 +252,7 @@ def find_mouth(grey: np.ndarray, box: Box, frame_angle_deg: float, left: Point, 
 
 
 def _template(cfg: AlignConfig) -> np.ndarray:
-    # Fractions of the output width map to continuous coordinates where pixel centres sit at i + 0.5.
+    # A fraction f of the side is the continuous position f * size; pixel centres sit at i + 0.5 there.
     return np.array([cfg.left_eye, cfg.right_eye], dtype=np.float64) * cfg.size - 0.5
 
 
@@ -252,19 +270,30 @@ def align_to_landmarks(
     tform = SimilarityTransform.from_estimate(src, _template(cfg))
     if not tform:
         raise ValueError(f"no similarity maps eyes {left_eye}, {right_eye} onto the template: {tform}")
-    image = rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
+    image = np.ascontiguousarray(rgb[:, :, :3]) if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
     shape = (cfg.size, cfg.size)
     # A shrinking warp is area-filtered first, so a 12 MP face does not alias into the 152 px crop.
-    image, out_to_src = area_prefilter(image[:, :, :3], np.linalg.inv(tform.params), shape)
+    image, out_to_src = area_prefilter(image, np.linalg.inv(tform.params), shape)
     out = warp(image, out_to_src, output_shape=shape, order=1, mode=cfg.border, preserve_range=True)
     angle = math.degrees(math.atan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), angle, float(tform.scale)
 
 
 def align_face(rgb: np.ndarray, cfg: AlignConfig) -> AlignResult:
-    """Detects the face, finds its landmarks and warps it; image content never makes this raise."""
+    """Detects the face, finds its landmarks and warps it; image content never makes this raise.
+
+    Args:
+        rgb: uint8 image, (H, W, 3) RGB, (H, W, 4) RGBA (alpha ignored) or (H, W) grey.
+        cfg: alignment settings.
+
+    Raises:
+        ValueError: for a non-uint8 array or one of another shape (a caller bug, not bad pixels).
+    """
+    if rgb.dtype != np.uint8 or not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] in (3, 4))):
+        raise ValueError(f"expected a uint8 (H, W), (H, W, 3) or (H, W, 4) image, got {rgb.dtype} {rgb.shape}")
+    rgb = np.ascontiguousarray(rgb if rgb.ndim == 2 else rgb[:, :, :3])  # OpenCV refuses negative strides
     height, width = rgb.shape[:2]
-    grey = to_grey(rgb if rgb.ndim == 2 else rgb[:, :, :3])
+    grey = to_grey(rgb)
     det = find_face(rgb, cfg.detect, grey)
     common = {"n_faces": det.n_faces, "blur": det.blur, "frame_angle_deg": det.frame_angle_deg,
               "profile": det.profile, "width": width, "height": height, "box": det.box}  # fmt: skip

@@ -114,13 +114,15 @@ def search_host(cfg: CrawlFacesParams, sandbox: SandboxParams) -> Iterator[tuple
         with SandboxServer(sandbox) as server:
             yield "sandbox", server.url
         return
-    yield cfg.source, (cfg.engine_url or engines.REAL_HOSTS[cfg.source]).rstrip("/")
+    yield cfg.source, (cfg.engine_url or engines.REAL_HOSTS.get(cfg.source, "")).rstrip("/")
 
 
 def resolve_identities(cfg: CrawlFacesParams, sandbox: SandboxParams) -> list[str]:
     """The names to crawl; an empty list means every folder of the photo folder being served or imported."""
     if cfg.identities:
         return list(cfg.identities)
+    if cfg.source == "urls":
+        return list(dict.fromkeys(identity for identity, _ in read_url_list(cfg)))
     root = cfg.folder if cfg.source == "folder" else sandbox.photos if cfg.source == "sandbox" else None
     if root and Path(root).is_dir():
         return list(folder_listing(str(Path(root).resolve())))
@@ -157,7 +159,12 @@ def _run_icrawler(engine: str, base: str, names: list[str], cfg: CrawlFacesParam
     )  # fmt: skip
 
 
-def _run_url_list(cfg: CrawlFacesParams, saver: FaceSaver) -> None:
+def read_url_list(cfg: CrawlFacesParams) -> list[tuple[str, str]]:
+    """The (identity, url) pairs of a `urls` source file.
+
+    Raises:
+        FaceCrawlError: naming the file and line of anything that is not `identity,http(s)://url`.
+    """
     path = Path(str(cfg.urls_file))
     if not path.is_file():
         raise FaceCrawlError(f"crawl.faces.urls_file {path} not found; write one `identity,url` line per photo")
@@ -169,6 +176,13 @@ def _run_url_list(cfg: CrawlFacesParams, saver: FaceSaver) -> None:
         if not sep or not identity.strip() or not url.strip().startswith(("http://", "https://")):
             raise FaceCrawlError(f"{path}:{number}: expected `identity,http(s)://url`, got {line!r}")
         pairs.append((identity.strip(), url.strip()))
+    return pairs
+
+
+def _run_url_list(cfg: CrawlFacesParams, saver: FaceSaver) -> None:
+    pairs = read_url_list(cfg)
+    if cfg.identities:
+        pairs = [(identity, url) for identity, url in pairs if identity in cfg.identities]
     crawler = Crawler(feeder_cls=engines.UrlListFeeder, parser_cls=engines.PassThroughParser,
                       downloader_cls=ManifestDownloader, downloader_threads=cfg.concurrency,
                       storage={"root_dir": cfg.out_dir}, log_level=logging.CRITICAL,
@@ -213,6 +227,8 @@ def crawl_faces(cfg: CrawlFacesParams, sandbox: SandboxParams, progress: bool = 
             _import_folder(cfg, names, saver)
         else:
             _run_icrawler(engine, base, names, cfg, saver, stats)
+            if lost := saver.account_for(stats.emitted, engine):
+                log.warning("%d candidates were never downloaded; they are recorded as not_downloaded", lost)
         saver.close()
     report.seconds = time.perf_counter() - start
     if saver.disk_full is not None:

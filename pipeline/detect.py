@@ -40,9 +40,12 @@ class DetectConfig:
         min_face: faces narrower than this (original px) are `too_small` and never count as candidates.
         multiple_faces: "reject" any photo with two candidates, or keep the "largest" when it dominates.
         dominance: area(largest) / area(second) needed to keep the largest under the "largest" policy.
-        blur_threshold: variance of the Laplacian of the face patch below which the face is `blurry`.
+        blur_threshold: variance of the Laplacian of the face patch below which the face is `blurry`. On the
+            348 faces-dev photos the sharpest faces score 120-6000; the only two below 60 (43, 50) are visibly
+            blurred, and a Gaussian blur of sigma 3 % / 5 % of the face width drops 90 % / all faces below 60.
         blur_size: side of the grey face patch the blur is measured on, so the measure ignores face size.
-        try_rotations: in-plane angles (degrees, counter-clockwise) tried in order when none is found upright.
+        try_rotations: in-plane angles (degrees, counter-clockwise) tried when no face is found upright; the
+            frame whose best detection has the highest cascade confidence wins.
     """
 
     cascade: str = "haarcascade_frontalface_default.xml"
@@ -54,7 +57,7 @@ class DetectConfig:
     min_face: int = 40
     multiple_faces: str = "reject"
     dominance: float = 2.0
-    blur_threshold: float = 40.0
+    blur_threshold: float = 60.0
     blur_size: int = 64
     try_rotations: tuple[float, ...] = (15.0, -15.0)
 
@@ -205,7 +208,7 @@ def _detect_small(small: np.ndarray, scale: float, cfg: DetectConfig, angle_deg:
         # Box centre in pixel-centre coordinates, back through the rotation, then up to the original scale.
         cx, cy = inverse @ (x + w / 2 - 0.5, y + h / 2 - 0.5, 1.0)
         cx, cy, w, h = (cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5, w / scale, h / scale
-        found.append(((cx + 0.5 - w / 2, cy + 0.5 - h / 2, w, h), conf))
+        found.append(((float(cx) + 0.5 - w / 2, float(cy) + 0.5 - h / 2, w, h), conf))
     return found
 
 

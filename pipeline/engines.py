@@ -35,6 +35,7 @@ class PageStats:
         self.pages: Counter[str] = Counter()
         self.candidates: Counter[str] = Counter()
         self.errors: dict[str, str] = {}
+        self.emitted: list[tuple[str, str, int]] = []  # every (identity, url, rank) handed to the downloader
 
     def fail(self, identity: str, error: str) -> None:
         with self.lock:
@@ -121,6 +122,7 @@ class _Tagging(Parser):
                 if url in seen:
                     continue
                 seen.add(url)
+                self.stats.emitted.append((identity, url, rank))
             yield {"file_url": url, "identity": identity, "rank": rank}
 
 

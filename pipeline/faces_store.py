@@ -112,6 +112,17 @@ class FaceSaver:
     def close(self) -> None:
         self.bar.close()
 
+    def account_for(self, emitted: list[tuple[str, str, int]], source: str) -> int:
+        """Give a row to every task the parser emitted but no downloader finished; returns how many."""
+        missing = 0
+        for identity, url, rank in emitted:
+            base = self.base_row(identity, source, rank, url)
+            if base["key"] not in self._rows:
+                self.reject(base, "not_downloaded", "the task never reached a downloader thread; a re-run retries it",
+                            0, None)  # fmt: skip
+                missing += 1
+        return missing
+
     def rows(self) -> list[dict[str, Any]]:
         """All rows in a deterministic order, with duplicates decided by rank rather than by thread timing."""
         rows = sorted(self._rows.values(), key=lambda r: (r["folder"], r["rank"], r["url"]))

@@ -94,10 +94,14 @@ class Head:
         parts["jaw"] = max(parts["jaw"], 0)
         skin, hair = tone_to_rgb(traits["skin_tone"]), tone_to_rgb(traits["hair_tone"])
         lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.3 if photo else 0.18)
+        if photo:  # lips darker than the skin whatever its tone, as in photos
+            lips = shade(mix(skin, (196, 70, 86), 0.4), 0.8)
         brow = shade(hair, 0.7)
-        if photo and luma(brow) > 0.5 * luma(skin):  # real brows stay darker than the skin, even under white hair
-            brow = mix(brow, shade(skin, 0.3), 0.7)
-        return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, brow, tone_to_rgb(traits["pupil_tone"]), lips,
+        pupil = tone_to_rgb(traits["pupil_tone"])
+        if photo:  # real brows, and irises shaded by lids and lashes, look darker than the skin around them
+            brow = shade(brow, min(1.0, 0.4 * luma(skin) / max(luma(brow), 1.0)))
+            pupil = shade(pupil, min(1.0, 0.45 * luma(skin) / max(luma(pupil), 1.0)))
+        return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, brow, pupil, lips,
                    spec.gender == 2, spec.style == 5, photo)  # fmt: skip
 
 
@@ -179,20 +183,20 @@ def draw_eyes(pen: Pen, head: Head) -> None:
     _, b, _, iris_r = EYES[kind]
     iris_r = min(max(iris_r, b * 1.1), 8.0) * size if head.photo else iris_r
     # In photos the sclera stays close to the skin's brightness: a dark eye band is what face detectors look for.
-    white = mix(shade(head.skin, 1.2), (200, 196, 190), 0.25) if head.photo else (252, 252, 250)
+    white = shade(mix(head.skin, (205, 200, 195), 0.15), 1.12) if head.photo else (252, 252, 250)
     for side in (-1, 1):
         center = np.array([CX + side * EYE_DX, EYE_Y])
         outline, upper = _eye_white(kind, side, size)
         outline, upper = outline + center, upper + center
         if detail == 2:
-            pen.blend(ellipse(center + (0, 9), 12, 5), (90, 60, 70), 0.25)
+            pen.blend(ellipse(center + (0, 9), 12, 5), (90, 60, 70), 0.12 if head.photo else 0.25)
         if kind != 5:
             pen.fill(outline, white, outline_color=line)
         with pen.clip(outline if kind != 5 else ellipse(center, 6, 7)) as sub:
             if sub is not None:
                 sub.dot(center, iris_r, head.pupil)
                 sub.dot(center, iris_r * 0.5, (18, 14, 14))
-                sub.dot(center + (-side * 2, -2.5), max(iris_r * 0.3, 1.2), (255, 255, 255))
+                sub.dot(center + (-side * 2, -2.5), max(iris_r * (0.2 if head.photo else 0.3), 1.2), (255, 255, 255))
                 if kind == 4:  # sleepy: a heavy upper lid
                     sub.fill(np.vstack([upper, center + (side * 14, -0.5), center + (-side * 14, -0.5)]), head.skin,
                              outline=False)  # fmt: skip
@@ -315,7 +319,8 @@ def draw_skin_details(pen: Pen, head: Head) -> None:
     cheek, lines = head.parts["cheek_details"], head.parts["face_lines"]
     for side in (-1, 1):
         if cheek == 0:
-            pen.blend(ellipse((CX + side * 36, 160), 11, 6), (236, 110, 120), 0.35)
+            blush = mix(shade(head.skin, 1.15), (220, 90, 100), 0.4) if head.photo else (236, 110, 120)
+            pen.blend(ellipse((CX + side * 36, 160), 11, 6), blush, 0.35)
         elif cheek == 1:
             for dx, dy in ((20, 150), (26, 145), (31, 152), (23, 157), (36, 147), (29, 159), (16, 144)):
                 pen.dot((CX + side * dx, dy), 1.1, shade(head.skin, 0.72))

@@ -98,12 +98,12 @@ def _background(rng: random.Random, w: int, h: int) -> np.ndarray:
     ch = min(sh, int(cw * h / w))
     x0, y0 = rng.randint(0, sw - cw), rng.randint(0, sh - ch)
     image = cv2.resize(source[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
-    contrast = rng.uniform(0.35, 0.9)
+    contrast = rng.uniform(0.3, 0.75)
     tint = np.array([rng.uniform(0.6, 1.2) for _ in range(3)]) * contrast
     offset = np.array([rng.uniform(20, 110) for _ in range(3)]) * (1 - contrast)
     image = cv2.transform(image, np.hstack([np.diag(tint), offset[:, None]]))
-    sigma = rng.uniform(0.0, 3.0) * w / 400
-    return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.5 else image
+    # Portraits keep the background out of focus, which also keeps textures from looking like faces.
+    return cv2.GaussianBlur(image, (0, 0), rng.uniform(1.5, 4.0) * w / 400)
 
 
 @dataclass(frozen=True)
@@ -178,14 +178,14 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, f
 
 
 def _expose(image: np.ndarray, skin: tuple[int, int, int], target: float) -> np.ndarray:
-    """Face-priority auto exposure: a highlight-compressing tone curve that lifts the skin's luma to `target`."""
-    skin_luma = luma(skin)
-    if skin_luma >= target:
+    """Face-priority auto exposure: a linear gain that lifts the skin's luma to `target`, highlights rolled off."""
+    gain = target / max(luma(skin), 1.0)
+    if gain <= 1.0:
         return image
-    gain = target * (1 - skin_luma / 255) / (skin_luma * (1 - target / 255))
-    x = np.arange(256, dtype=np.float32) / 255
-    lut = np.clip(255 * gain * x / (1 + (gain - 1) * x), 0, 255).astype(np.uint8)
-    return cv2.LUT(image, lut)
+    knee = 200.0
+    lifted = np.arange(256, dtype=np.float32) * gain
+    rolled = knee + (255 - knee) * (1 - np.exp(-(lifted - knee) / (255 - knee)))
+    return cv2.LUT(image, np.clip(np.where(lifted > knee, rolled, lifted), 0, 255).astype(np.uint8))
 
 
 def _place(rng: random.Random, w: int, h: int, shape: HeadShape, frac: tuple[float, float], xs: tuple[float, float]):
