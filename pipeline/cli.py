@@ -110,5 +110,31 @@ def crawl_avatars_cmd(
                f"{report.failed_by_reason or 'none'}; {report.metrics()['avatars_per_s']} avatars/s")  # fmt: skip
 
 
+
+@crawl_app.command("faces")
+def crawl_faces_cmd(
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True,
+) -> None:
+    """Crawl face photos as the `crawl_faces` stage does (resumable; writes the manifest and metrics)."""
+    import logging
+
+    from pipeline.crawl_faces import FaceCrawlError, crawl_faces
+    from pipeline.runner import write_metrics
+
+    for noisy in ("icrawler", "feeder", "parser", "downloader"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    cfg = with_overrides(params, set_)
+    try:
+        report = crawl_faces(cfg.crawl.faces, cfg.sandbox, progress=progress and sys.stderr.isatty())
+    except FaceCrawlError as exc:
+        _fail(str(exc))
+        return
+    write_metrics(cfg.crawl.faces.metrics, report.metrics())
+    typer.echo(f"saved {report.saved} of {report.candidates} candidates for {report.identities} identities "
+               f"({report.resumed} resumed); rejected: {report.rejected_by_reason or 'none'}")  # fmt: skip
+
+
 if __name__ == "__main__":
     app()

@@ -45,17 +45,23 @@ def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
-def shrink(root: Path, **counts: int) -> None:
+def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int = 12) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["crawl"]["avatars"]["count"] = counts.get("avatars", 24)
+    params["crawl"]["avatars"]["count"] = avatars
+    faces = params["crawl"]["faces"]
+    faces.update(identities=faces["identities"][:identities], per_identity=per_identity, min_per_identity=5)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_dvc_repro_crawl_avatars(clone: tuple[Path, dict[str, str]]) -> None:
+def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]]) -> None:
     root, env = clone
     shrink(root, avatars=24)
     dvc = str(BIN / "dvc")
-    run([dvc, "repro", "crawl_avatars"], root, env)
+    run([dvc, "repro"], root, env)
+    faces = json.loads((root / "metrics/crawl_faces.json").read_text())
+    assert faces["identities"] == 3 and faces["candidates"] == 36 and faces["saved"] >= 30
+    frame = pd.read_parquet(root / "data/raw/faces.parquet")
+    assert len(frame) == 36 and frame["synthetic"].all()
     metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())
     assert metrics["requested"] == metrics["saved"] == 24 and metrics["failed"] == 0
     frame = pd.read_parquet(root / "data/raw/avatars.parquet")
@@ -63,7 +69,7 @@ def test_dvc_repro_crawl_avatars(clone: tuple[Path, dict[str, str]]) -> None:
     assert frame["url"].str.startswith("sandbox:/avatar-builder-v3/preview/head?").all()
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["crawl_avatars"]["params"]["params.yaml"]["crawl.avatars"]["count"] == 24
-    second = run([dvc, "repro", "crawl_avatars"], root, env)
+    second = run([dvc, "repro"], root, env)
     assert "didn't change" in second.stdout or "up to date" in second.stdout
     shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
     assert shown[""]["data"]["metrics/crawl_avatars.json"]["data"]["saved"] == 24
