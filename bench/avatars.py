@@ -34,8 +34,19 @@ def _free_port() -> int:
 def start_server(n: int, latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     """The sandbox in its own process (its own core), with a cache that holds every benchmark avatar."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "pipeline.cli", "sandbox", "serve", "--port", str(port),
-           "-S", f"sandbox.render_cache={n + 16}", "-S", f"sandbox.faults.latency_ms={latency_ms}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "sandbox",
+        "serve",
+        "--port",
+        str(port),
+        "-S",
+        f"sandbox.render_cache={n + 16}",
+        "-S",
+        f"sandbox.faults.latency_ms={latency_ms}",
+    ]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -105,8 +116,13 @@ def where_the_time_goes(specs: list[traits.AvatarSpec], sample: int = 200) -> di
             atomic_write_bytes(content_path(Path(tmp), v.sha256, "png"), v.data)
         write = time.perf_counter() - start
     per = 1000 / len(specs)
-    return {"render_ms": render * per, "encode_ms": encode * per, "validate_ms": validate * per,
-            "hash_write_ms": write * per, "kb_per_avatar": sum(map(len, pngs)) / len(pngs) / 1024}  # fmt: skip
+    return {
+        "render_ms": render * per,
+        "encode_ms": encode * per,
+        "validate_ms": validate * per,
+        "hash_write_ms": write * per,
+        "kb_per_avatar": sum(map(len, pngs)) / len(pngs) / 1024,
+    }
 
 
 def scenario(n: int, latency_ms: float, workdir: Path, specs: list[traits.AvatarSpec]) -> list[dict[str, Any]]:
@@ -119,8 +135,14 @@ def scenario(n: int, latency_ms: float, workdir: Path, specs: list[traits.Avatar
 
         def ours(concurrency: int, label: str) -> dict[str, Any]:
             out = workdir / f"ours-{latency_ms}-c{concurrency}-{len(label)}"
-            cfg = CrawlAvatarsParams(endpoint=base, count=n, concurrency=concurrency, out_dir=str(out),
-                                     manifest=str(out) + ".parquet", metrics=str(out) + ".json")  # fmt: skip
+            cfg = CrawlAvatarsParams(
+                endpoint=base,
+                count=n,
+                concurrency=concurrency,
+                out_dir=str(out),
+                manifest=str(out) + ".parquet",
+                metrics=str(out) + ".json",
+            )
             start = time.perf_counter()
             report = crawl_avatars(cfg, SandboxParams(), progress=False)
             return _row(f"{tag}: ours, concurrency {concurrency}{label}", time.perf_counter() - start, report.saved)
@@ -139,8 +161,14 @@ def scenario(n: int, latency_ms: float, workdir: Path, specs: list[traits.Avatar
             start_wall, start = time.time(), time.perf_counter()
             saved = icrawler_urllist(urls, out, threads)
             total = time.perf_counter() - start
-            rows.append(_row(f"{tag}: icrawler UrlListCrawler, {threads} thread(s)", total, saved,
-                             _time_to_last_file(out, start_wall)))  # fmt: skip
+            rows.append(
+                _row(
+                    f"{tag}: icrawler UrlListCrawler, {threads} thread(s)",
+                    total,
+                    saved,
+                    _time_to_last_file(out, start_wall),
+                )
+            )
     finally:
         stop_server(process)
     return rows
@@ -155,7 +183,13 @@ def run(n: int = 1000, latency_ms: float = 50.0) -> dict[str, Any]:
         rows = scenario(n, 0.0, workdir, specs) + scenario(n, latency_ms, workdir, specs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"n": n, "rows": rows, "costs": where_the_time_goes(specs), "cores": os.cpu_count(), "latency_ms": latency_ms}
+    return {
+        "n": n,
+        "rows": rows,
+        "costs": where_the_time_goes(specs),
+        "cores": os.cpu_count(),
+        "latency_ms": latency_ms,
+    }
 
 
 def _row(method: str, seconds: float, saved: int, to_last_file: float | None = None) -> dict[str, Any]:

@@ -28,8 +28,10 @@ def avatars_table(result: dict[str, Any]) -> str:
         scenario = r["method"].split(":")[0]
         icrawlers = [b for b in rows if b["method"].startswith(scenario + ": icrawler")]
         baseline = max(icrawlers, key=lambda b: b["per_s"])
-        lines.append(f"| {r['method']} | {r['seconds']:.2f} | {r['to_last_file']:.2f} | {r['per_s']:.0f} | "
-                     f"{r['per_s'] / baseline['per_s']:.2f}x |")  # fmt: skip
+        lines.append(
+            f"| {r['method']} | {r['seconds']:.2f} | {r['to_last_file']:.2f} | {r['per_s']:.0f} | "
+            f"{r['per_s'] / baseline['per_s']:.2f}x |"
+        )
     c = result["costs"]
     lines += [
         "",

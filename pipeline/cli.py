@@ -10,10 +10,15 @@ import typer
 
 from pipeline.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
 
-app = typer.Typer(help="img2caricature: crawl faces and avatars, align, pack, train. Stages run via `dvc repro`.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="img2caricature: crawl faces and avatars, align, pack, train. Stages run via `dvc repro`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 sandbox_app = typer.Typer(help="The offline sandbox web (avatar API, image search, photo host).", no_args_is_help=True)
-crawl_app = typer.Typer(help="Crawl avatars and face photos outside DVC (same code as the stages).", no_args_is_help=True)
+crawl_app = typer.Typer(
+    help="Crawl avatars and face photos outside DVC (same code as the stages).", no_args_is_help=True
+)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(crawl_app, name="crawl")
 
@@ -77,10 +82,9 @@ def sandbox_grid(
     seed: Annotated[int, typer.Option(help="sampling seed.")] = 0,
 ) -> None:
     """Render a grid of random sandbox avatars to look at (no server needed)."""
+    from pipeline.sandbox import traits
     from pipeline.sandbox.avatar import render_avatar
     from pipeline.viz import image_grid, save_png
-
-    from pipeline.sandbox import traits
 
     catalogue = traits.parse_catalogue(traits.catalogue_json())
     specs = traits.sample_specs(catalogue, count, seed, traits.GENDERS, traits.STYLES)
@@ -106,9 +110,10 @@ def crawl_avatars_cmd(
         _fail(str(exc))
         return
     write_metrics(cfg.crawl.avatars.metrics, report.metrics())
-    typer.echo(f"saved {report.saved}/{report.requested} ({report.resumed} resumed); failed by reason: "
-               f"{report.failed_by_reason or 'none'}; {report.metrics()['avatars_per_s']} avatars/s")  # fmt: skip
-
+    typer.echo(
+        f"saved {report.saved}/{report.requested} ({report.resumed} resumed); failed by reason: "
+        f"{report.failed_by_reason or 'none'}; {report.metrics()['avatars_per_s']} avatars/s"
+    )
 
 
 @crawl_app.command("faces")
@@ -132,8 +137,10 @@ def crawl_faces_cmd(
         _fail(str(exc))
         return
     write_metrics(cfg.crawl.faces.metrics, report.metrics())
-    typer.echo(f"saved {report.saved} of {report.candidates} candidates for {report.identities} identities "
-               f"({report.resumed} resumed); rejected: {report.rejected_by_reason or 'none'}")  # fmt: skip
+    typer.echo(
+        f"saved {report.saved} of {report.candidates} candidates for {report.identities} identities "
+        f"({report.resumed} resumed); rejected: {report.rejected_by_reason or 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -100,8 +100,16 @@ def _record(row: dict[str, Any], outcome: FetchOutcome, out_dir: Path) -> dict[s
     if not path.exists():
         atomic_write_bytes(path, image.data)
     relative = path.relative_to(out_dir).as_posix()
-    return dict(row, sha256=image.sha256, path=relative, width=image.width, height=image.height, status="ok",
-                reason="", detail="")  # fmt: skip
+    return dict(
+        row,
+        sha256=image.sha256,
+        path=relative,
+        width=image.width,
+        height=image.height,
+        status="ok",
+        reason="",
+        detail="",
+    )
 
 
 async def _crawl(cfg: CrawlAvatarsParams, base: str, progress: bool, report: CrawlReport) -> list[dict[str, Any]]:
@@ -128,8 +136,9 @@ async def _crawl(cfg: CrawlAvatarsParams, base: str, progress: bool, report: Cra
         for key in pending:
             queue.put_nowait(key)
         disk_full: list[DiskFullError] = []
-        bar = tqdm(total=len(rows), initial=len(done), desc="crawl avatars", unit="img", disable=not progress,
-                   mininterval=1.0)  # fmt: skip
+        bar = tqdm(
+            total=len(rows), initial=len(done), desc="crawl avatars", unit="img", disable=not progress, mininterval=1.0
+        )
 
         async def worker(journal: Journal) -> None:
             while not disk_full:
@@ -160,8 +169,10 @@ async def _crawl(cfg: CrawlAvatarsParams, base: str, progress: bool, report: Cra
             row.update(status="failed", reason="disk_full", detail="not attempted: the disk was full")
     if disk_full:
         report.failed_by_reason = count_reasons(ordered)
-        raise CrawlError(f"{disk_full[0]}; free some space and re-run: the {sum(r['status'] == 'ok' for r in ordered)}"
-                         " avatars already saved are kept and the journal resumes the rest")  # fmt: skip
+        raise CrawlError(
+            f"{disk_full[0]}; free some space and re-run: the {sum(r['status'] == 'ok' for r in ordered)}"
+            " avatars already saved are kept and the journal resumes the rest"
+        )
     return ordered
 
 

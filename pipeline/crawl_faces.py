@@ -5,25 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from icrawler import Crawler, ImageDownloader
 
 from pipeline import engines
 from pipeline.faces_store import TRAIT_COLUMNS, FaceSaver, synthetic_columns
-from pipeline.fetch import USER_AGENT, RetryPolicy
+from pipeline.fetch import USER_AGENT, FetchFailed, RetryPolicy, fetch_bytes
 from pipeline.manifest import Journal, count_reasons, journal_path, previous_rows, prune_unreferenced, write_manifest
 from pipeline.params import CrawlFacesParams, SandboxParams, resolved
 from pipeline.sandbox.search import PHOTO_EXTS, folder_listing
 from pipeline.sandbox.server import SandboxServer
-from pipeline.storage import DiskFullError, remove_partials, safe_name
-from pipeline.fetch import FetchFailed, fetch_bytes
+from pipeline.storage import remove_partials, safe_name
 from pipeline.validate import ImageLimits
 
 log = logging.getLogger(__name__)
@@ -78,15 +75,18 @@ class ManifestDownloader(ImageDownloader):
         if self.saver.stopped:
             return False
         try:
-            fetched = fetch_bytes(self.session, task["file_url"], self.limits.max_bytes, self.policy, self.cfg.timeout_s)
+            fetched = fetch_bytes(
+                self.session, task["file_url"], self.limits.max_bytes, self.policy, self.cfg.timeout_s
+            )
         except FetchFailed as failed:
             self.saver.reject(base, failed.reason, failed.detail, failed.attempts, failed.http_status)
             return False
         row = self.saver.accept(base, fetched.data, fetched.content_type, self.limits, fetched.attempts)
         return row["status"] == "ok"
 
-    def worker_exec(self, max_num: int, default_ext: str = "jpg", queue_timeout: float = 1, req_timeout: float = 5,
-                    **kwargs: Any) -> None:  # fmt: skip
+    def worker_exec(
+        self, max_num: int, default_ext: str = "jpg", queue_timeout: float = 1, req_timeout: float = 5, **kwargs: Any
+    ) -> None:
         # icrawler's loop quits after one idle queue timeout once anything was fetched, even while the parser is
         # still paging; this one waits until the parser has exited and the queue is drained.
         self.max_num = max_num
@@ -126,12 +126,14 @@ def resolve_identities(cfg: CrawlFacesParams, sandbox: SandboxParams) -> list[st
     root = cfg.folder if cfg.source == "folder" else sandbox.photos if cfg.source == "sandbox" else None
     if root and Path(root).is_dir():
         return list(folder_listing(str(Path(root).resolve())))
-    raise FaceCrawlError("crawl.faces.identities is empty and there is no photo folder to take names from; "
-                         "list the people to crawl")  # fmt: skip
+    raise FaceCrawlError(
+        "crawl.faces.identities is empty and there is no photo folder to take names from; list the people to crawl"
+    )
 
 
-def _run_icrawler(engine: str, base: str, names: list[str], cfg: CrawlFacesParams, saver: FaceSaver,
-                  stats: engines.PageStats) -> None:  # fmt: skip
+def _run_icrawler(
+    engine: str, base: str, names: list[str], cfg: CrawlFacesParams, saver: FaceSaver, stats: engines.PageStats
+) -> None:
     api_key = ""
     if engine == "flickr":
         import os
@@ -152,11 +154,16 @@ def _run_icrawler(engine: str, base: str, names: list[str], cfg: CrawlFacesParam
     )
     crawler.session.headers["User-Agent"] = USER_AGENT
     crawler.crawl(
-        feeder_kwargs={"engine": engine, "base_url": base, "identities": names, "per_identity": cfg.per_identity,
-                       "api_key": api_key},
+        feeder_kwargs={
+            "engine": engine,
+            "base_url": base,
+            "identities": names,
+            "per_identity": cfg.per_identity,
+            "api_key": api_key,
+        },
         parser_kwargs={"queue_timeout": 0.5, "req_timeout": cfg.timeout_s, "max_retry": cfg.retries + 1},
         downloader_kwargs={"max_num": 0, "queue_timeout": 0.5},
-    )  # fmt: skip
+    )
 
 
 def read_url_list(cfg: CrawlFacesParams) -> list[tuple[str, str]]:
@@ -183,12 +190,20 @@ def _run_url_list(cfg: CrawlFacesParams, saver: FaceSaver) -> None:
     pairs = read_url_list(cfg)
     if cfg.identities:
         pairs = [(identity, url) for identity, url in pairs if identity in cfg.identities]
-    crawler = Crawler(feeder_cls=engines.UrlListFeeder, parser_cls=engines.PassThroughParser,
-                      downloader_cls=ManifestDownloader, downloader_threads=cfg.concurrency,
-                      storage={"root_dir": cfg.out_dir}, log_level=logging.CRITICAL,
-                      extra_downloader_args={"saver": saver, "cfg": cfg, "source": "urls"})  # fmt: skip
-    crawler.crawl(feeder_kwargs={"pairs": pairs}, parser_kwargs={"queue_timeout": 0.5},
-                  downloader_kwargs={"max_num": 0, "queue_timeout": 0.5})  # fmt: skip
+    crawler = Crawler(
+        feeder_cls=engines.UrlListFeeder,
+        parser_cls=engines.PassThroughParser,
+        downloader_cls=ManifestDownloader,
+        downloader_threads=cfg.concurrency,
+        storage={"root_dir": cfg.out_dir},
+        log_level=logging.CRITICAL,
+        extra_downloader_args={"saver": saver, "cfg": cfg, "source": "urls"},
+    )
+    crawler.crawl(
+        feeder_kwargs={"pairs": pairs},
+        parser_kwargs={"queue_timeout": 0.5},
+        downloader_kwargs={"max_num": 0, "queue_timeout": 0.5},
+    )
 
 
 def _import_folder(cfg: CrawlFacesParams, names: list[str], saver: FaceSaver) -> None:
@@ -220,7 +235,9 @@ def crawl_faces(cfg: CrawlFacesParams, sandbox: SandboxParams, progress: bool = 
     stats = engines.PageStats()
     start = time.perf_counter()
     with Journal(journal_path(manifest)) as journal, search_host(cfg, sandbox) as (engine, base):
-        saver = FaceSaver(out_dir, cfg.near_duplicate_distance, journal, earlier, base, progress, len(names) * cfg.per_identity)
+        saver = FaceSaver(
+            out_dir, cfg.near_duplicate_distance, journal, earlier, base, progress, len(names) * cfg.per_identity
+        )
         if cfg.source == "urls":
             _run_url_list(cfg, saver)
         elif cfg.source == "folder":
@@ -232,18 +249,32 @@ def crawl_faces(cfg: CrawlFacesParams, sandbox: SandboxParams, progress: bool = 
         saver.close()
     report.seconds = time.perf_counter() - start
     if saver.disk_full is not None:
-        raise FaceCrawlError(f"{saver.disk_full}; free some space and re-run: saved photos are kept and the "
-                             "journal resumes the rest")  # fmt: skip
+        raise FaceCrawlError(
+            f"{saver.disk_full}; free some space and re-run: saved photos are kept and the journal resumes the rest"
+        )
     rows = synthetic_columns(saver.rows(), sandbox if cfg.source == "sandbox" and not sandbox.photos else None)
-    write_manifest(rows, manifest, saver.columns, {"crawl.faces": resolved(cfg), "sandbox": resolved(sandbox)},
-                   nullable_int=TRAIT_COLUMNS + ["synthetic_index"])  # fmt: skip
+    write_manifest(
+        rows,
+        manifest,
+        saver.columns,
+        {"crawl.faces": resolved(cfg), "sandbox": resolved(sandbox)},
+        nullable_int=[*TRAIT_COLUMNS, "synthetic_index"],
+    )
     Journal(journal_path(manifest)).remove()
     prune_unreferenced(out_dir, {out_dir / r["path"] for r in rows if r["status"] == "ok"})
     return _summarise(report, rows, names, cfg, engine, base, stats, saver.resumed)
 
 
-def _summarise(report: FaceCrawlReport, rows: list[dict[str, Any]], names: list[str], cfg: CrawlFacesParams,
-               engine: str, base: str, stats: engines.PageStats, resumed: int) -> FaceCrawlReport:  # fmt: skip
+def _summarise(
+    report: FaceCrawlReport,
+    rows: list[dict[str, Any]],
+    names: list[str],
+    cfg: CrawlFacesParams,
+    engine: str,
+    base: str,
+    stats: engines.PageStats,
+    resumed: int,
+) -> FaceCrawlReport:
     report.candidates = len(rows)
     report.saved = sum(r["status"] == "ok" for r in rows)
     report.rejected = report.candidates - report.saved
@@ -252,8 +283,12 @@ def _summarise(report: FaceCrawlReport, rows: list[dict[str, Any]], names: list[
     report.saved_by_identity = {n: sum(r["status"] == "ok" and r["identity"] == n for r in rows) for n in names}
     report.short_identities = [n for n, k in report.saved_by_identity.items() if k < cfg.min_per_identity]
     for name in report.short_identities:
-        log.warning("identity %r has %d photos, below min_per_identity=%d", name, report.saved_by_identity[name],
-                    cfg.min_per_identity)  # fmt: skip
+        log.warning(
+            "identity %r has %d photos, below min_per_identity=%d",
+            name,
+            report.saved_by_identity[name],
+            cfg.min_per_identity,
+        )
     empty = [n for n, k in report.saved_by_identity.items() if k == 0]
     if engine not in ("urls", "folder") and names and not any(stats.pages.values()) and not resumed:
         raise FaceCrawlError(
@@ -262,6 +297,8 @@ def _summarise(report: FaceCrawlReport, rows: list[dict[str, Any]], names: list[
         )
     if empty:
         shown = ", ".join(repr(n) for n in empty[:10]) + (" ..." if len(empty) > 10 else "")
-        raise FaceCrawlError(f"{len(empty)} identities got no photo from {cfg.source} ({base}): {shown}. "
-                             f"Check the names, or drop them from crawl.faces.identities; see {cfg.manifest}.")  # fmt: skip
+        raise FaceCrawlError(
+            f"{len(empty)} identities got no photo from {cfg.source} ({base}): {shown}. "
+            f"Check the names, or drop them from crawl.faces.identities; see {cfg.manifest}."
+        )
     return report

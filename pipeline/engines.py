@@ -50,13 +50,21 @@ class PageStats:
 def page_urls(engine: str, base_url: str, identity: str, count: int, api_key: str = "") -> list[str]:
     """The search-result page URLs that cover the first `count` results of `identity` on `engine`."""
     if engine in ("bing", "sandbox"):
-        return [f"{base_url}/images/async?{urlencode({'q': identity, 'first': i, 'count': 35})}" for i in range(0, count, 35)]
+        return [
+            f"{base_url}/images/async?{urlencode({'q': identity, 'first': i, 'count': 35})}"
+            for i in range(0, count, 35)
+        ]
     if engine == "google":
         pages = range(0, count, 100)
-        return [f"{base_url}/search?{urlencode({'q': identity, 'ijn': i // 100, 'start': i, 'tbm': 'isch'})}" for i in pages]
+        return [
+            f"{base_url}/search?{urlencode({'q': identity, 'ijn': i // 100, 'start': i, 'tbm': 'isch'})}" for i in pages
+        ]
     if engine == "baidu":
         query = {"tn": "resultjson_com", "ipn": "rj"}
-        return [f"{base_url}/search/acjson?{urlencode({**query, 'word': identity, 'pn': i, 'rn': 30})}" for i in range(0, count, 30)]
+        return [
+            f"{base_url}/search/acjson?{urlencode({**query, 'word': identity, 'pn': i, 'rn': 30})}"
+            for i in range(0, count, 30)
+        ]
     if engine == "flickr":
         query = {"method": "flickr.photos.search", "api_key": api_key, "text": identity, "per_page": 100}
         query.update(format="json", nojsoncallback=1, sort="relevance")
@@ -164,8 +172,13 @@ class FlickrTaggingParser(_Tagging):
 
 def parser_class(engine: str) -> type[_Tagging]:
     """The tagging parser for an engine (`sandbox` speaks Bing's format)."""
-    return {"sandbox": BingTaggingParser, "bing": BingTaggingParser, "google": GoogleTaggingParser,
-            "baidu": BaiduTaggingParser, "flickr": FlickrTaggingParser}[engine]  # fmt: skip
+    return {
+        "sandbox": BingTaggingParser,
+        "bing": BingTaggingParser,
+        "google": GoogleTaggingParser,
+        "baidu": BaiduTaggingParser,
+        "flickr": FlickrTaggingParser,
+    }[engine]
 
 
 class UrlListFeeder(Feeder):

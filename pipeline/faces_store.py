@@ -19,10 +19,27 @@ from pipeline.validate import ImageLimits, ImageRejected, validate_image
 
 TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]
 FACE_COLUMNS = [
-    "key", "identity", "folder", "source", "rank", "url", "sha256", "path", "width", "height", "dhash",
-    "status", "reason", "detail", "attempts", "http_status", "synthetic", "synthetic_index", "synthetic_kind",
+    "key",
+    "identity",
+    "folder",
+    "source",
+    "rank",
+    "url",
+    "sha256",
+    "path",
+    "width",
+    "height",
+    "dhash",
+    "status",
+    "reason",
+    "detail",
+    "attempts",
+    "http_status",
+    "synthetic",
+    "synthetic_index",
+    "synthetic_kind",
     *TRAIT_COLUMNS,
-]  # fmt: skip
+]
 DEDUPE_REASONS = ("duplicate", "near_duplicate")
 
 
@@ -44,13 +61,23 @@ def hamming(a: str, b: str) -> int:
 class FaceSaver:
     """Thread-safe sink for the downloader threads: every candidate URL ends as exactly one row."""
 
-    def __init__(self, out_dir: Path, near_distance: int, journal: Journal, earlier: dict[str, dict[str, Any]],
-                 base_url: str, progress: bool, expected: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        out_dir: Path,
+        near_distance: int,
+        journal: Journal,
+        earlier: dict[str, dict[str, Any]],
+        base_url: str,
+        progress: bool,
+        expected: int,
+    ) -> None:
         self.out_dir, self.near_distance, self.journal, self.base_url = out_dir, near_distance, journal, base_url
         self.columns = FACE_COLUMNS
         self.lock = threading.Lock()
         self._rows: dict[str, dict[str, Any]] = {}
-        self._earlier = {k: r for k, r in earlier.items() if r.get("status") == "ok" and (out_dir / str(r["path"])).is_file()}
+        self._earlier = {
+            k: r for k, r in earlier.items() if r.get("status") == "ok" and (out_dir / str(r["path"])).is_file()
+        }
         self.resumed = 0
         self.disk_full: DiskFullError | None = None
         self.bar = tqdm(total=expected, desc="crawl faces", unit="img", disable=not progress, mininterval=1.0)
@@ -63,9 +90,25 @@ class FaceSaver:
         # Sandbox URLs carry an ephemeral port; the manifest keeps them port-free so identical runs match.
         stable_url = url.replace(self.base_url, "sandbox:") if self.base_url and source == "sandbox" else url
         row: dict[str, Any] = {c: None for c in FACE_COLUMNS}
-        row.update(key=f"{identity}|{stable_url}", identity=identity, folder=safe_name(identity), source=source,
-                   rank=rank, url=stable_url, sha256="", path="", width=0, height=0, dhash="", status="failed", reason="",
-                   detail="", attempts=0, http_status=0, synthetic=False)  # fmt: skip
+        row.update(
+            key=f"{identity}|{stable_url}",
+            identity=identity,
+            folder=safe_name(identity),
+            source=source,
+            rank=rank,
+            url=stable_url,
+            sha256="",
+            path="",
+            width=0,
+            height=0,
+            dhash="",
+            status="failed",
+            reason="",
+            detail="",
+            attempts=0,
+            http_status=0,
+            synthetic=False,
+        )
         return row
 
     def resume(self, base: dict[str, Any]) -> bool:
@@ -78,8 +121,9 @@ class FaceSaver:
             self.resumed += 1
         return True
 
-    def accept(self, base: dict[str, Any], data: bytes, content_type: str | None, limits: ImageLimits,
-               attempts: int) -> dict[str, Any]:  # fmt: skip
+    def accept(
+        self, base: dict[str, Any], data: bytes, content_type: str | None, limits: ImageLimits, attempts: int
+    ) -> dict[str, Any]:
         """Validate, hash and store one downloaded body under its identity's folder."""
         try:
             image = validate_image(data, content_type, limits)
@@ -93,13 +137,25 @@ class FaceSaver:
         except DiskFullError as exc:
             self.disk_full = exc
             return self.reject(base, "disk_full", str(exc), attempts, 200)
-        row = dict(base, sha256=image.sha256, path=path.relative_to(self.out_dir).as_posix(), width=image.width,
-                   height=image.height, dhash=dhash, status="ok", attempts=attempts, http_status=200)  # fmt: skip
+        row = dict(
+            base,
+            sha256=image.sha256,
+            path=path.relative_to(self.out_dir).as_posix(),
+            width=image.width,
+            height=image.height,
+            dhash=dhash,
+            status="ok",
+            attempts=attempts,
+            http_status=200,
+        )
         return self._finish(row)
 
-    def reject(self, base: dict[str, Any], reason: str, detail: str, attempts: int, http_status: int | None) -> dict[str, Any]:
-        return self._finish(dict(base, status="failed", reason=reason, detail=detail, attempts=attempts,
-                                 http_status=http_status or 0))  # fmt: skip
+    def reject(
+        self, base: dict[str, Any], reason: str, detail: str, attempts: int, http_status: int | None
+    ) -> dict[str, Any]:
+        return self._finish(
+            dict(base, status="failed", reason=reason, detail=detail, attempts=attempts, http_status=http_status or 0)
+        )
 
     def _finish(self, row: dict[str, Any], journal: bool = True) -> dict[str, Any]:
         with self.lock:
@@ -118,8 +174,9 @@ class FaceSaver:
         for identity, url, rank in emitted:
             base = self.base_row(identity, source, rank, url)
             if base["key"] not in self._rows:
-                self.reject(base, "not_downloaded", "the task never reached a downloader thread; a re-run retries it",
-                            0, None)  # fmt: skip
+                self.reject(
+                    base, "not_downloaded", "the task never reached a downloader thread; a re-run retries it", 0, None
+                )
                 missing += 1
         return missing
 
@@ -138,10 +195,14 @@ def mark_duplicates(rows: list[dict[str, Any]], near_distance: int) -> list[dict
             continue
         other = first_by_sha.get(row["sha256"])
         if other is not None:
-            row.update(status="failed", reason="duplicate", detail=f"same bytes as {other['url']} ({other['identity']})")
+            row.update(
+                status="failed", reason="duplicate", detail=f"same bytes as {other['url']} ({other['identity']})"
+            )
             continue
         first_by_sha[row["sha256"]] = row
-        near = next((u for h, u in kept_hashes.get(row["folder"], []) if hamming(h, row["dhash"]) <= near_distance), None)
+        near = next(
+            (u for h, u in kept_hashes.get(row["folder"], []) if hamming(h, row["dhash"]) <= near_distance), None
+        )
         if near is not None:
             row.update(status="failed", reason="near_duplicate", detail=f"dHash within {near_distance} bits of {near}")
             continue
@@ -164,6 +225,12 @@ def synthetic_columns(rows: list[dict[str, Any]], sandbox: SandboxParams | None)
             continue
         slug, index = match.group(1), int(match.group(2))
         spec = identity_spec(slug, sandbox.seed)
-        row.update(synthetic=True, synthetic_index=index, synthetic_kind=photo_kind(slug, index, sandbox.seed),
-                   gender=spec.gender, style=spec.style, **spec.trait_dict)  # fmt: skip
+        row.update(
+            synthetic=True,
+            synthetic_index=index,
+            synthetic_kind=photo_kind(slug, index, sandbox.seed),
+            gender=spec.gender,
+            style=spec.style,
+            **spec.trait_dict,
+        )
     return rows

@@ -29,7 +29,7 @@ class RetryPolicy:
     retry_after_cap_s: float = 120.0  # a server asking for longer than this is treated as down
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to sleep after failed attempt number `attempt` (1-based): full-jitter backoff, at least Retry-After."""
+        """Seconds to sleep after failed attempt `attempt` (1-based): jittered exponential backoff, >= Retry-After."""
         backoff = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
         if retry_after is not None:
             return max(backoff, min(retry_after, self.retry_after_cap_s))
@@ -102,12 +102,14 @@ async def _attempt(
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
             if response.status in RETRYABLE_STATUS:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                raise _Retry(f"http_{response.status}", f"server answered {response.status}", response.status, retry_after)
+                raise _Retry(
+                    f"http_{response.status}", f"server answered {response.status}", response.status, retry_after
+                )
             if response.status != 200:
                 raise _Final(f"http_{response.status}", f"server answered {response.status}", response.status)
             body = await _read_capped(response, limits.max_bytes)
             content_type = response.headers.get("Content-Type")
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise _Retry("timeout", f"no complete answer within {timeout_s:g} s") from None
     except aiohttp.ClientPayloadError as exc:
         raise _Retry("truncated", f"body ended early: {exc}") from None
@@ -149,7 +151,9 @@ async def fetch_image(
             image = await _attempt(session, url, limits, timeout_s, executor)
             return FetchOutcome(url, "", "", attempt, 200, image, time.perf_counter() - start)
         except _Final as final:
-            return FetchOutcome(url, final.reason, final.detail, attempt, final.http_status, None, time.perf_counter() - start)
+            return FetchOutcome(
+                url, final.reason, final.detail, attempt, final.http_status, None, time.perf_counter() - start
+            )
         except _Retry as retry:
             if attempt > policy.retries:
                 detail = f"{retry.detail} (gave up after {attempt} attempts)"
@@ -183,7 +187,7 @@ async def fetch_json(
             if attempt > policy.retries:
                 raise ConnectionError(f"GET {url} failed {attempt} times: {retry.detail}") from None
             await asyncio.sleep(policy.delay(attempt, retry.retry_after, rng))
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             if attempt > policy.retries:
                 raise ConnectionError(f"GET {url} failed {attempt} times: {type(exc).__name__}: {exc}") from None
             await asyncio.sleep(policy.delay(attempt, None, rng))
@@ -223,14 +227,24 @@ def fetch_bytes(session: Any, url: str, max_bytes: int, policy: RetryPolicy, tim
             with session.get(url, timeout=timeout_s, stream=True) as response:
                 if response.status_code in RETRYABLE_STATUS:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Retry(f"http_{response.status_code}", f"server answered {response.status_code}",
-                                 response.status_code, retry_after)  # fmt: skip
+                    raise _Retry(
+                        f"http_{response.status_code}",
+                        f"server answered {response.status_code}",
+                        response.status_code,
+                        retry_after,
+                    )
                 if response.status_code != 200:
-                    raise FetchFailed(f"http_{response.status_code}", f"server answered {response.status_code}",
-                                      attempt, response.status_code)  # fmt: skip
+                    raise FetchFailed(
+                        f"http_{response.status_code}",
+                        f"server answered {response.status_code}",
+                        attempt,
+                        response.status_code,
+                    )
                 declared = int(response.headers.get("Content-Length") or 0)
                 if declared > max_bytes:
-                    raise FetchFailed("too_large", f"Content-Length {declared} exceeds max_bytes={max_bytes}", attempt, 200)
+                    raise FetchFailed(
+                        "too_large", f"Content-Length {declared} exceeds max_bytes={max_bytes}", attempt, 200
+                    )
                 body = bytearray()
                 for chunk in response.iter_content(1 << 16):
                     body += chunk
@@ -243,7 +257,11 @@ def fetch_bytes(session: Any, url: str, max_bytes: int, policy: RetryPolicy, tim
             failure = ("timeout", f"no complete answer within {timeout_s:g} s", None)
         except requests.exceptions.ChunkedEncodingError as exc:
             failure = ("truncated", f"body ended early: {exc}", 200)
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
             raise FetchFailed("bad_url", f"invalid URL: {exc}", attempt, None) from None
         except requests.exceptions.ConnectionError as exc:
             failure = ("connection_error", f"{type(exc).__name__}: {exc}", None)

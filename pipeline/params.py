@@ -100,10 +100,23 @@ class CrawlAvatarsParams(FetchParams):
 
 FaceSource = Literal["sandbox", "bing", "google", "baidu", "flickr", "urls", "folder"]
 DEFAULT_IDENTITIES = (
-    "Avery Quinn", "Blake Moreno", "Casey Lindqvist", "Dana Okafor", "Eli Brandt", "Farah Haddad",
-    "Gus Petrov", "Hana Sato", "Ivan Novak", "Jade Whitaker", "Kofi Mensah", "Lena Fischer",
-    "Marco Bellini", "Nia Adeyemi", "Omar Rahimi", "Priya Raman",
-)  # fmt: skip
+    "Avery Quinn",
+    "Blake Moreno",
+    "Casey Lindqvist",
+    "Dana Okafor",
+    "Eli Brandt",
+    "Farah Haddad",
+    "Gus Petrov",
+    "Hana Sato",
+    "Ivan Novak",
+    "Jade Whitaker",
+    "Kofi Mensah",
+    "Lena Fischer",
+    "Marco Bellini",
+    "Nia Adeyemi",
+    "Omar Rahimi",
+    "Priya Raman",
+)
 
 
 class CrawlFacesParams(FetchParams):

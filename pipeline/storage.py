@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
-import itertools
 import threading
 import unicodedata
 from pathlib import Path

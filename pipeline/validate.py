@@ -106,9 +106,7 @@ def _decode_size(data: bytes, limits: ImageLimits) -> tuple[int, int]:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > limits.max_pixels:
-                    raise ImageRejected(
-                        "too_many_pixels", f"{width}x{height} exceeds max_pixels={limits.max_pixels}"
-                    )
+                    raise ImageRejected("too_many_pixels", f"{width}x{height} exceeds max_pixels={limits.max_pixels}")
                 image.load()  # a truncated or damaged stream raises here
     except ImageRejected:
         raise

@@ -15,8 +15,10 @@ def main() -> None:
         cfg = params.crawl.avatars
         report = crawl_avatars(cfg, params.sandbox, progress=sys.stderr.isatty())
         write_metrics(cfg.metrics, report.metrics())
-        print(f"crawl_avatars: {report.saved}/{report.requested} saved ({report.resumed} resumed), "
-              f"{report.failed} failed {report.failed_by_reason}, {report.metrics()['avatars_per_s']} avatars/s")  # fmt: skip
+        print(
+            f"crawl_avatars: {report.saved}/{report.requested} saved ({report.resumed} resumed), "
+            f"{report.failed} failed {report.failed_by_reason}, {report.metrics()['avatars_per_s']} avatars/s"
+        )
 
     run_stage("crawl_avatars", body, expected=(CrawlError,))
 

@@ -15,9 +15,11 @@ def main() -> None:
         cfg = params.crawl.faces
         report = crawl_faces(cfg, params.sandbox, progress=sys.stderr.isatty())
         write_metrics(cfg.metrics, report.metrics())
-        print(f"crawl_faces: {report.saved} saved of {report.candidates} candidates for {report.identities} identities"
-              f" ({report.resumed} resumed); rejected {report.rejected_by_reason or 'none'}; "
-              f"{len(report.short_identities)} below min_per_identity")  # fmt: skip
+        print(
+            f"crawl_faces: {report.saved} saved of {report.candidates} candidates for {report.identities} identities"
+            f" ({report.resumed} resumed); rejected {report.rejected_by_reason or 'none'}; "
+            f"{len(report.short_identities)} below min_per_identity"
+        )
 
     run_stage("crawl_faces", body, expected=(FaceCrawlError,))
 

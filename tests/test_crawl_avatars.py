@@ -28,10 +28,16 @@ StartServer = Callable[..., SandboxServer]
 
 def config(tmp_path: Path, endpoint: str, **overrides: object) -> CrawlAvatarsParams:
     fields: dict[str, object] = dict(
-        endpoint=endpoint, count=40, concurrency=8, retries=3, backoff_s=0.01, backoff_max_s=0.05,
-        out_dir=str(tmp_path / "avatars"), manifest=str(tmp_path / "avatars.parquet"),
+        endpoint=endpoint,
+        count=40,
+        concurrency=8,
+        retries=3,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+        out_dir=str(tmp_path / "avatars"),
+        manifest=str(tmp_path / "avatars.parquet"),
         metrics=str(tmp_path / "metrics.json"),
-    )  # fmt: skip
+    )
     fields.update(overrides)
     return CrawlAvatarsParams(**fields)  # type: ignore[arg-type]
 
@@ -136,7 +142,7 @@ def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
         real_write(path, data)
 
     monkeypatch.setattr(crawler, "atomic_write_bytes", filling_disk)
-    with pytest.raises(CrawlError, match="no space left on the device.*free some space and re-run"):
+    with pytest.raises(CrawlError, match=r"no space left on the device.*free some space and re-run"):
         crawl_avatars(cfg, SandboxParams(), progress=False)
     assert journal_path(Path(cfg.manifest)).exists()
     monkeypatch.setattr(crawler, "atomic_write_bytes", real_write)
@@ -161,12 +167,23 @@ def test_kill_9_midway_then_resume(tmp_path: Path, sandbox_server: StartServer) 
     journaled = journal.read_text().count("\n")
     assert 40 <= journaled < 300, "the kill must land midway"
     assert not (tmp_path / "data/raw/avatars.parquet").exists()
-    result = subprocess.run([sys.executable, "-m", "stages.crawl_avatars"], cwd=tmp_path, env=env, timeout=300,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.crawl_avatars"],
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert f"({journaled} resumed)" in result.stdout or f"({journaled - 1} resumed)" in result.stdout
-    cfg = CrawlAvatarsParams(**{**params["crawl"]["avatars"], "out_dir": str(tmp_path / "data/raw/avatars"),
-                                "manifest": str(tmp_path / "data/raw/avatars.parquet")})  # fmt: skip
+    cfg = CrawlAvatarsParams(
+        **{
+            **params["crawl"]["avatars"],
+            "out_dir": str(tmp_path / "data/raw/avatars"),
+            "manifest": str(tmp_path / "data/raw/avatars.parquet"),
+        }
+    )
     frame = check_manifest(cfg)
     assert (frame.status == "ok").all()
 

@@ -29,10 +29,16 @@ StartServer = Callable[..., SandboxServer]
 
 def config(tmp_path: Path, **overrides: object) -> CrawlFacesParams:
     fields: dict[str, object] = dict(
-        identities=("Avery Quinn", "Blake Moreno"), per_identity=20, min_per_identity=5, retries=3,
-        backoff_s=0.01, backoff_max_s=0.05, out_dir=str(tmp_path / "faces"), manifest=str(tmp_path / "faces.parquet"),
+        identities=("Avery Quinn", "Blake Moreno"),
+        per_identity=20,
+        min_per_identity=5,
+        retries=3,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+        out_dir=str(tmp_path / "faces"),
+        manifest=str(tmp_path / "faces.parquet"),
         metrics=str(tmp_path / "faces.json"),
-    )  # fmt: skip
+    )
     fields.update(overrides)
     return CrawlFacesParams(**fields)  # type: ignore[arg-type]
 
@@ -57,8 +63,11 @@ def test_every_faces_dev_photo_arrives_once_under_its_identity(tmp_path: Path, f
     cfg = config(tmp_path, identities=(), per_identity=100)
     report = crawl_faces(cfg, sandbox, progress=False)
     frame = check_manifest(cfg)
-    expected = {d.name: {hashlib.sha256(f.read_bytes()).hexdigest() for f in d.iterdir() if f.suffix != ".md"}
-                for d in faces_dev.iterdir() if d.is_dir()}  # fmt: skip
+    expected = {
+        d.name: {hashlib.sha256(f.read_bytes()).hexdigest() for f in d.iterdir() if f.suffix != ".md"}
+        for d in faces_dev.iterdir()
+        if d.is_dir()
+    }
     assert report.identities == 15 and report.rejected == 0
     assert report.saved == sum(map(len, expected.values())) == 348
     for identity, shas in expected.items():
@@ -113,8 +122,15 @@ def test_faults_leave_one_row_per_candidate_with_reasons(tmp_path: Path) -> None
     assert len(frame) == 40
     reasons = set(report.rejected_by_reason)
     assert {"wrong_content_type", "corrupt"} <= reasons
-    assert reasons <= {"wrong_content_type", "corrupt", "truncated", "http_503", "http_404", "duplicate",
-                       "near_duplicate"}  # fmt: skip
+    assert reasons <= {
+        "wrong_content_type",
+        "corrupt",
+        "truncated",
+        "http_503",
+        "http_404",
+        "duplicate",
+        "near_duplicate",
+    }
     assert frame.loc[frame.status == "ok", "attempts"].max() > 1  # transient faults were retried
 
 
@@ -148,14 +164,18 @@ def test_unreachable_engine_points_to_the_sandbox(tmp_path: Path) -> None:
 def test_url_list_and_folder_sources(tmp_path: Path, sandbox_server: StartServer, faces_dev: Path) -> None:
     server = sandbox_server(photos=str(faces_dev))
     listing = tmp_path / "urls.txt"
-    lines = [f"Madonna,{server.url}/photos/madonna/{i}.jpg" for i in range(3)] + [f"Elton,{server.url}/photos/nope/0.jpg"]
+    lines = [f"Madonna,{server.url}/photos/madonna/{i}.jpg" for i in range(3)] + [
+        f"Elton,{server.url}/photos/nope/0.jpg"
+    ]
     listing.write_text("# identity,url\n" + "\n".join(lines) + "\n")
     cfg = config(tmp_path / "u", source="urls", urls_file=str(listing), identities=(), min_per_identity=0)
     with pytest.raises(FaceCrawlError, match="'Elton'"):
         crawl_faces(cfg, SandboxParams(), progress=False)
     frame = pd.read_parquet(cfg.manifest)
     assert list(frame["status"]) == ["failed", "ok", "ok", "ok"] and frame.iloc[0]["reason"] == "http_404"
-    folder = config(tmp_path / "f", source="folder", folder=str(faces_dev), identities=("madonna", "elton_john"), per_identity=100)
+    folder = config(
+        tmp_path / "f", source="folder", folder=str(faces_dev), identities=("madonna", "elton_john"), per_identity=100
+    )
     report = crawl_faces(folder, SandboxParams(), progress=False)
     assert report.saved == 24 + 22 and set(pd.read_parquet(folder.manifest)["source"]) == {"folder"}
 
@@ -174,8 +194,9 @@ def test_near_duplicate_hash_separates_resizes_from_different_photos(faces_dev: 
 
 def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["crawl"]["faces"].update(identities=["Avery Quinn", "Blake Moreno", "Casey Lindqvist"], per_identity=60,
-                                    concurrency=2)  # fmt: skip
+    params["crawl"]["faces"].update(
+        identities=["Avery Quinn", "Blake Moreno", "Casey Lindqvist"], per_identity=60, concurrency=2
+    )
     params["sandbox"]["faults"]["latency_ms"] = 40
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -188,8 +209,9 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
     process.wait(timeout=30)
     journaled = journal.read_text().count("\n")
     assert 30 <= journaled < 180
-    result = subprocess.run([sys.executable, "-m", "stages.crawl_faces"], cwd=tmp_path, env=env, timeout=300,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.crawl_faces"], cwd=tmp_path, env=env, timeout=300, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     cfg = config(tmp_path, out_dir=str(tmp_path / "data/raw/faces"), manifest=str(tmp_path / "data/raw/faces.parquet"))
     frame = check_manifest(cfg)

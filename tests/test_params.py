@@ -27,7 +27,11 @@ def test_shipped_params_validate_and_match_defaults() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        (("crawl", "avatars", "concurrency"), 0, "crawl.avatars.concurrency: Input should be greater than or equal to 1"),
+        (
+            ("crawl", "avatars", "concurrency"),
+            0,
+            "crawl.avatars.concurrency: Input should be greater than or equal to 1",
+        ),
         (("crawl", "avatars", "count"), "many", "crawl.avatars.count: Input should be a valid integer"),
         (("crawl", "avatars", "genders"), [3], "crawl.avatars.genders.0: Input should be 1 or 2"),
         (("crawl", "avatars", "endpoint"), "ftp://x", "crawl.avatars.endpoint: Value error, must be 'sandbox' or"),

@@ -57,7 +57,9 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, self.cache.get_or_make, key, make)
 
-    async def serve_image(self, request: web.Request, body: Callable[[], Awaitable[bytes]], ctype: str) -> web.StreamResponse:
+    async def serve_image(
+        self, request: web.Request, body: Callable[[], Awaitable[bytes]], ctype: str
+    ) -> web.StreamResponse:
         """Serve an image, or the fault the injector picks for this URL and attempt."""
         await self.faults.delay(str(request.rel_url))
         fault = self.faults.pick(str(request.rel_url))

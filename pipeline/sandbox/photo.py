@@ -20,6 +20,7 @@ NO_FACE_RATE, TWO_FACES_RATE = 0.05, 0.05
 JPEG_QUALITY = (60, 95)
 # Bundled scikit-image pictures without faces (camera and astronaut have one, so they are left out).
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "rocket", "coffee", "hubble_deep_field", "immunohistochemistry")
+RELIEF = (0.3, 0.12, 0.08, 0.0)  # face relief in the lighting field: eye sockets, nose bridge, cheekbones, forehead
 CLOTHES = ((40, 60, 110), (150, 30, 40), (230, 230, 225), (30, 30, 30), (90, 120, 70), (200, 160, 60),
            (120, 120, 130), (70, 40, 90), (210, 110, 60), (20, 90, 110))  # fmt: skip
 
@@ -166,9 +167,11 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, f
         return np.exp(-(((fu - cx) / sx) ** 2 + ((fv - cy) / sy) ** 2))
 
     if face:
-        field -= 0.3 * (bump(CX - EYE_DX, EYE_Y - 4, 16, 12) + bump(CX + EYE_DX, EYE_Y - 4, 16, 12))
-        field += 0.12 * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)
-        field += 0.08 * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))
+        socket, bridge, cheek, forehead = RELIEF
+        field -= socket * (bump(CX - EYE_DX, EYE_Y - 4, 16, 12) + bump(CX + EYE_DX, EYE_Y - 4, 16, 12))
+        field += bridge * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)
+        field += cheek * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))
+        field += forehead * bump(CX, 92, 30, 10)
     field -= 0.35 * np.exp(-(((v - shape.chin - 10) / 16) ** 2)) * (np.abs(u - CX) < shape.hw * 0.7) * (v > shape.chin - 4)
     field = cv2.resize(field, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     weight = mask[y0:y1, x0:x1].astype(np.float32) / 255

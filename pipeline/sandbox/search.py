@@ -98,9 +98,12 @@ async def bing_async(request: web.Request) -> web.Response:
     items = []
     for url in urls:
         meta = html.escape(json.dumps({"murl": url, "turl": url, "t": "photo"}, separators=(",", ":")), quote=True)
-        items.append(f'<li><div class="iuscp"><div class="imgpt"><a class="iusc" m="{meta}" href="#">img</a></div></div></li>')
-    return web.Response(text=f"<html><body><ul class='dgControl_list'>{''.join(items)}</ul></body></html>",
-                        content_type="text/html")  # fmt: skip
+        items.append(
+            f'<li><div class="iuscp"><div class="imgpt"><a class="iusc" m="{meta}" href="#">img</a></div></div></li>'
+        )
+    return web.Response(
+        text=f"<html><body><ul class='dgControl_list'>{''.join(items)}</ul></body></html>", content_type="text/html"
+    )
 
 
 async def google_search(request: web.Request) -> web.Response:

@@ -29,17 +29,37 @@ def tone_to_rgb(tone: int) -> tuple[int, int, int]:
 SKIN_TONES = tuple(
     rgb_to_tone(*c)
     for c in [
-        (255, 224, 196), (250, 208, 170), (241, 194, 150), (226, 170, 128), (214, 160, 110), (198, 134, 90),
-        (176, 116, 76), (150, 96, 62), (122, 76, 48), (96, 60, 40), (74, 46, 32), (250, 215, 190),
+        (255, 224, 196),
+        (250, 208, 170),
+        (241, 194, 150),
+        (226, 170, 128),
+        (214, 160, 110),
+        (198, 134, 90),
+        (176, 116, 76),
+        (150, 96, 62),
+        (122, 76, 48),
+        (96, 60, 40),
+        (74, 46, 32),
+        (250, 215, 190),
     ]
-)  # fmt: skip
+)
 HAIR_TONES = tuple(
     rgb_to_tone(*c)
     for c in [
-        (20, 16, 14), (60, 40, 28), (96, 62, 36), (140, 94, 54), (182, 134, 78), (226, 196, 130),
-        (168, 64, 28), (200, 96, 50), (150, 150, 150), (235, 235, 230), (70, 40, 110), (30, 90, 160),
+        (20, 16, 14),
+        (60, 40, 28),
+        (96, 62, 36),
+        (140, 94, 54),
+        (182, 134, 78),
+        (226, 196, 130),
+        (168, 64, 28),
+        (200, 96, 50),
+        (150, 150, 150),
+        (235, 235, 230),
+        (70, 40, 110),
+        (30, 90, 160),
     ]
-)  # fmt: skip
+)
 PUPIL_TONES = tuple(
     rgb_to_tone(*c)
     for c in [(60, 36, 20), (110, 70, 35), (40, 100, 160), (80, 140, 200), (60, 120, 70), (120, 120, 130)]
@@ -130,7 +150,9 @@ def parse_catalogue(body: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, 
                 options = {c["key"]: tuple(int(o["value"]) for o in c["options"]) for c in entry["categories"]}
                 out[(int(gender), int(style))] = {k: v for k, v in options.items() if v}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"catalogue is not shaped traits[gender][style].categories[{{key, options}}]: {exc!r}")
+        raise ValueError(
+            f"catalogue is not shaped traits[gender][style].categories[{{key, options}}]: {exc!r}"
+        ) from None
     if not out:
         raise ValueError("catalogue lists no gender/style with categories")
     return out
