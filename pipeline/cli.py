@@ -21,6 +21,9 @@ crawl_app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(crawl_app, name="crawl")
+align_app = typer.Typer(help="Haar face detection and eye alignment (the `align` stage) and its accuracy.",
+                        no_args_is_help=True)
+app.add_typer(align_app, name="align")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read.")]
 SetOption = Annotated[
@@ -141,6 +144,56 @@ def crawl_faces_cmd(
         f"saved {report.saved} of {report.candidates} candidates for {report.identities} identities "
         f"({report.resumed} resumed); rejected: {report.rejected_by_reason or 'none'}"
     )
+
+
+
+@align_app.command("run")
+def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None,
+                  progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True) -> None:
+    """Align the crawled faces and avatars as the `align` stage does (resumable; writes manifests and metrics)."""
+    from pipeline.align_run import run_align
+    from pipeline.runner import write_metrics
+
+    cfg = with_overrides(params, set_)
+    try:
+        metrics = run_align(cfg, progress=progress and sys.stderr.isatty())
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+        return
+    write_metrics(cfg.align.metrics, metrics)
+    for kind, m in metrics.items():
+        typer.echo(f"{kind}: {m['aligned']}/{m['input']} aligned; rejected {m['rejected_by_reason'] or 'none'}")
+
+
+@align_app.command("eval")
+def align_eval_cmd(
+    root: Annotated[Path, typer.Option(help="faces-landmarks folder (annotations.csv + images/).")] = Path(
+        "../shared/data/faces-landmarks"
+    ),
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
+    rows: Annotated[Path | None, typer.Option(help="write one row per annotated face (.parquet or .csv).")] = None,
+) -> None:
+    """Detection recall and eye-centre error (NME) of the current align params on annotated photos."""
+    import json
+
+    from pipeline.align_run import align_config
+    from pipeline.landmark_eval import landmark_rows, summarise, write_landmark_rows
+
+    if not (root / "annotations.csv").is_file():
+        _fail(f"{root}/annotations.csv not found; pass --root <folder with annotations.csv and images/>")
+    cfg = align_config(with_overrides(params, set_).align)
+    table = landmark_rows(root, cfg)
+    figures = summarise(table)
+    for name, value in figures.items():
+        typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")
+    if out is not None:
+        from pipeline.storage import atomic_write_json
+
+        atomic_write_json(out, json.loads(json.dumps(figures, default=float)))
+    if rows is not None:
+        write_landmark_rows(table, rows)
 
 
 if __name__ == "__main__":

@@ -163,11 +163,43 @@ class CrawlParams(_Section):
     faces: CrawlFacesParams = CrawlFacesParams()
 
 
+class AlignParams(_Section):
+    """`align`: Haar face detection, eye landmarks and a similarity warp to size x size crops."""
+
+    size: int = Field(152, ge=16, le=1024)
+    left_eye: tuple[float, float] = (0.35, 0.35)  # template position of the image-left eye, fractions of size
+    right_eye: tuple[float, float] = (0.65, 0.35)
+    eye_method: Literal["haar", "geometry", "blend"] = "haar"
+    eyes_required: bool = False  # reject `no_eyes` instead of falling back to box geometry for a missed eye
+    multiple_faces: Literal["reject", "largest"] = "reject"
+    dominance: float = Field(2.0, ge=1.0, le=100.0)  # area ratio the largest face needs under "largest"
+    min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; smaller faces are `too_small`
+    detect_max_side: int = Field(640, ge=64, le=8192)  # longest side of the grey copy the cascade scans
+    blur_threshold: float = Field(60.0, ge=0.0, le=100_000.0)  # Laplacian variance of the face patch
+    try_rotations: tuple[float, ...] = (15.0, -15.0)  # in-plane angles tried when nothing is found upright
+    workers: int = Field(0, ge=0, le=256)  # processes; 0 = all cores
+    chunk_size: int = Field(16, ge=1, le=10_000)
+    out_dir: str = "data/aligned"
+    metrics: str = "metrics/align.json"
+
+    @model_validator(mode="after")
+    def _eyes(self) -> AlignParams:
+        for name in ("left_eye", "right_eye"):
+            if not all(0.0 < v < 1.0 for v in getattr(self, name)):
+                raise ValueError(f"{name} must be fractions of the output side, inside (0, 1)")
+        if not self.left_eye[0] < self.right_eye[0]:
+            raise ValueError(f"left_eye {self.left_eye} must lie left of right_eye {self.right_eye}")
+        if self.eyes_required and self.eye_method == "geometry":
+            raise ValueError("eyes_required needs eye_method haar or blend: geometry never misses an eye")
+        return self
+
+
 class Params(_Section):
     """The whole params.yaml. Sections are added as their stages land."""
 
     sandbox: SandboxParams = SandboxParams()
     crawl: CrawlParams = CrawlParams()
+    align: AlignParams = AlignParams()
 
 
 def _describe(error: dict[str, Any]) -> str:

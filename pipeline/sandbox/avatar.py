@@ -79,6 +79,9 @@ class Head:
     brow: Color
     pupil: Color
     lips: Color
+    mouth: Color  # inside of an open mouth
+    teeth: Color
+    blush: Color
     female: bool
     deluxe: bool
     photo: bool = False
@@ -93,21 +96,27 @@ class Head:
         }
         parts["jaw"] = max(parts["jaw"], 0)
         skin, hair = tone_to_rgb(traits["skin_tone"]), tone_to_rgb(traits["hair_tone"])
-        lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.3 if photo else 0.18)
-        if photo:  # lips darker than the skin whatever its tone, as in photos
-            lips = shade(mix(skin, (196, 70, 86), 0.4), 0.8)
-        brow = shade(hair, 0.7)
-        pupil = tone_to_rgb(traits["pupil_tone"])
-        if photo:  # real brows, and irises shaded by lids and lashes, look darker than the skin around them
-            brow = shade(brow, min(1.0, 0.4 * luma(skin) / max(luma(brow), 1.0)))
-            pupil = shade(pupil, min(1.0, 0.45 * luma(skin) / max(luma(pupil), 1.0)))
-        return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, brow, pupil, lips,
+        lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.18)
+        brow, pupil = shade(hair, 0.7), tone_to_rgb(traits["pupil_tone"])
+        mouth, teeth, blush = INNER_MOUTH, TEETH, (236, 110, 120)
+        if photo:  # photos keep each colour's brightness relative to the skin, as light does on a real face
+            lips = mix(skin, (196, 70, 86), 0.4)
+            lips, brow, pupil, mouth = (_within(c, skin, r) for c, r in ((lips, 0.75), (brow, 0.4), (pupil, 0.45),
+                                                                          (mouth, 0.35)))  # fmt: skip
+            teeth = _within(mix(skin, TEETH, 0.7), skin, 1.4)
+            blush = _within(mix(skin, (220, 90, 100), 0.4), skin, 0.95)
+        return cls(parts, HeadShape.of_jaw(parts["jaw"]), skin, hair, brow, pupil, lips, mouth, teeth, blush,
                    spec.gender == 2, spec.style == 5, photo)  # fmt: skip
 
 
 def luma(color: Color) -> float:
     """Rec. 601 brightness of an RGB colour."""
     return 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+
+
+def _within(color: Color, skin: Color, ratio: float) -> Color:
+    """`color` darkened, if needed, to at most `ratio` times the brightness of `skin`."""
+    return shade(color, min(1.0, ratio * luma(skin) / max(luma(color), 1.0)))
 
 
 class Pens(NamedTuple):
@@ -158,9 +167,14 @@ EYES = ((12, 7, 0, 6), (10, 9, 0, 6), (13, 12, 0, 8), (12, 4.5, 0, 5), (12, 7, 0
 
 
 @cache
-def _eye_white(kind: int, side: int, size: float = 1.0) -> tuple[Points, Points]:
-    """(closed eye outline, upper lid curve) of an eye option around the origin; `side` +1 points outward right."""
-    a, b, tilt, _ = (v * size for v in EYES[kind])
+def _eye_white(kind: int, side: int, photo: bool = False) -> tuple[Points, Points]:
+    """(closed eye outline, upper lid curve) of an eye option around the origin; `side` +1 points outward right.
+
+    Photos draw every option at a realistic size (no dot eyes, no saucers), keeping its shape and tilt.
+    """
+    a, b, tilt, _ = EYES[kind]
+    if photo:
+        a, b, tilt = min(max(a, 10), 12) * 0.85, min(max(b, 5.5), 8) * 0.85, tilt * 0.85
     if kind in (1, 2, 5):
         upper = ellipse((0, 0), a, b, a0=180, a1=360, n=17)
         lower = ellipse((0, 0), a, b, a0=0, a1=180, n=17)[1:-1]
@@ -175,24 +189,27 @@ def _eye_white(kind: int, side: int, size: float = 1.0) -> tuple[Points, Points]
 def draw_eyes(pen: Pen, head: Head) -> None:
     """Eye whites, irises in the pupil tone, pupils, catchlights, lids, lashes and eye details.
 
-    Photos get smaller eyes whose iris fills the opening, as in real faces (and as Haar cascades expect).
+    Photos get eyes whose iris fills the opening under a dark lid line, as in real faces (and as Haar cascades
+    expect), with fine lashes.
     """
     kind, lash, detail = head.parts["eye"], head.parts["eyelash"], head.parts["eye_details"]
     line = shade(head.brow, 0.6)
-    size = 0.85 if head.photo else 1.0
-    _, b, _, iris_r = EYES[kind]
-    iris_r = min(max(iris_r, b * 1.1), 8.0) * size if head.photo else iris_r
+    dot_eyes = kind == 5 and not head.photo
+    iris_r = EYES[kind][3]
+    if head.photo:
+        iris_r = min(max(EYES[kind][1], 5.5), 8) * 0.85 * 1.1
     # In photos the sclera stays close to the skin's brightness: a dark eye band is what face detectors look for.
     white = shade(mix(head.skin, (205, 200, 195), 0.15), 1.12) if head.photo else (252, 252, 250)
+    lash_len, lash_w = (0.5, 0.8) if head.photo else (1.0, 1.0)
     for side in (-1, 1):
         center = np.array([CX + side * EYE_DX, EYE_Y])
-        outline, upper = _eye_white(kind, side, size)
+        outline, upper = _eye_white(kind, side, head.photo)
         outline, upper = outline + center, upper + center
         if detail == 2:
             pen.blend(ellipse(center + (0, 9), 12, 5), (90, 60, 70), 0.12 if head.photo else 0.25)
-        if kind != 5:
+        if not dot_eyes:
             pen.fill(outline, white, outline_color=line)
-        with pen.clip(outline if kind != 5 else ellipse(center, 6, 7)) as sub:
+        with pen.clip(outline if not dot_eyes else ellipse(center, 6, 7)) as sub:
             if sub is not None:
                 sub.dot(center, iris_r, head.pupil)
                 sub.dot(center, iris_r * 0.5, (18, 14, 14))
@@ -202,17 +219,17 @@ def draw_eyes(pen: Pen, head: Head) -> None:
                              outline=False)  # fmt: skip
         if kind == 4:
             pen.stroke(np.vstack([center + (-side * 12, 0), center + (side * 12, -1)]), line, 2.0)
-        pen.stroke(upper, line, (2.2 if kind != 5 else 1.2) * (1.3 if head.photo else 1.0))
+        pen.stroke(upper, line, 2.9 if head.photo else 2.2 if kind != 5 else 1.2)
         outer = upper[-1]
         if lash == 0:
             for u in (-3, -2, -1):
-                pen.stroke(np.array([upper[u], upper[u] + (side * 4, -4)]), line, 1.3)
+                pen.stroke(np.array([upper[u], upper[u] + np.multiply((side * 4, -4), lash_len)]), line, 1.3 * lash_w)
         elif lash == 1:
             pen.stroke(upper, line, 3.4)
-            pen.stroke(np.array([outer, outer + (side * 7, -4)]), line, 2.2)
+            pen.stroke(np.array([outer, outer + np.multiply((side * 7, -4), lash_len)]), line, 2.2 * lash_w)
         elif lash == 2:
             for u in (4, 7, 10, 13, 16):
-                pen.stroke(np.array([upper[u], upper[u] + (side * 3, -7)]), line, 1.2)
+                pen.stroke(np.array([upper[u], upper[u] + np.multiply((side * 3, -7), lash_len)]), line, 1.2 * lash_w)
         detail_line = _line_color(head, 0.72)
         if detail == 0:
             pen.stroke(bezier(center + (-9, 10), center + (0, 15), center + (9, 10)), detail_line, 1.3)
@@ -231,7 +248,9 @@ def draw_brows(pen: Pen, head: Head) -> None:
     )[head.parts["brow"]]  # fmt: skip
     u = np.linspace(0.0, 1.0, 12)
     y = BROW_Y - arch * 4 * u * (1 - u) - tilt * (u - 0.5)
-    th = (th_in * (1 - u) + th_out * u) * (1.3 if head.photo else 1.0)
+    th = th_in * (1 - u) + th_out * u
+    if head.photo:  # photo brows read as dark bands even when the option is a thin line
+        th = np.maximum(th * 1.3, 4.0)
     jag = bushy * 1.6 * (np.arange(12) % 2)
     for side in (-1, 1):
         x = CX + side * (EYE_DX + half * (2 * u - 1) + 1)
@@ -286,15 +305,15 @@ def draw_mouth(pen: Pen, head: Head) -> None:
               7: ((CX - 16, y - 3), (CX, y + 8), (CX + 16, y - 3)), 8: ((CX - 9, y - 1), (CX, y + 4), (CX + 9, y - 1))}  # fmt: skip
     if kind in curves:
         if kind == 7:
-            pen.fill(np.vstack([ellipse((CX + 2, y + 3), 7, 8, a0=0, a1=180, n=12)]), TONGUE, outline_color=line)
+            pen.fill(ellipse((CX + 2, y + 3), 7, 8, a0=0, a1=180, n=12), mix(TONGUE, head.mouth, 0.3), outline_color=line)
         pen.stroke(bezier(*curves[kind]), line, 2.2)
         return
     if kind == 6:
         mouth = smooth([(CX - 17, y - 6), (CX + 17, y - 6), (CX + 17, y + 6), (CX - 17, y + 6)], True, 2)
-        pen.fill(mouth, TEETH, outline_color=line)
-        pen.stroke(np.array([(CX - 16, y), (CX + 16, y)]), shade(TEETH, 0.7), 1.0)
+        pen.fill(mouth, head.teeth, outline_color=line)
+        pen.stroke(np.array([(CX - 16, y), (CX + 16, y)]), shade(head.teeth, 0.7), 1.0)
         for x in (-8, 0, 8):
-            pen.stroke(np.array([(CX + x, y - 5), (CX + x, y + 5)]), shade(TEETH, 0.7), 0.8)
+            pen.stroke(np.array([(CX + x, y - 5), (CX + x, y + 5)]), shade(head.teeth, 0.7), 0.8)
         pen.stroke(mouth, line, 1.8, closed=True)
         return
     if kind == 3:
@@ -303,12 +322,12 @@ def draw_mouth(pen: Pen, head: Head) -> None:
         half, depth = (18, 20) if kind == 1 else (22, 30)
         mouth = np.vstack([bezier((CX - half, y - 5), (CX, y - 2), (CX + half, y - 5), n=12),
                            bezier((CX + half, y - 5), (CX, y + depth), (CX - half, y - 5), n=16)[1:-1]])  # fmt: skip
-    pen.fill(mouth, INNER_MOUTH, outline=False)
+    pen.fill(mouth, head.mouth, outline=False)
     with pen.clip(mouth) as sub:
         if sub is not None:
-            sub.fill(ellipse((CX, y + (10 if kind != 3 else 9)), 12, 7), TONGUE, outline=False)
+            sub.fill(ellipse((CX, y + (10 if kind != 3 else 9)), 12, 7), mix(TONGUE, head.mouth, 0.3), outline=False)
             if kind != 3:
-                sub.fill(np.array([(CX - 30, y - 10), (CX + 30, y - 10), (CX + 30, y + 1), (CX - 30, y + 1)]), TEETH,
+                sub.fill(np.array([(CX - 30, y - 10), (CX + 30, y - 10), (CX + 30, y + 1), (CX - 30, y + 1)]), head.teeth,
                          outline=False)  # fmt: skip
     pen.stroke(mouth, line, 2.0, closed=True)
 
@@ -319,8 +338,7 @@ def draw_skin_details(pen: Pen, head: Head) -> None:
     cheek, lines = head.parts["cheek_details"], head.parts["face_lines"]
     for side in (-1, 1):
         if cheek == 0:
-            blush = mix(shade(head.skin, 1.15), (220, 90, 100), 0.4) if head.photo else (236, 110, 120)
-            pen.blend(ellipse((CX + side * 36, 160), 11, 6), blush, 0.35)
+            pen.blend(ellipse((CX + side * 36, 160), 11, 6), head.blush, 0.35)
         elif cheek == 1:
             for dx, dy in ((20, 150), (26, 145), (31, 152), (23, 157), (36, 147), (29, 159), (16, 144)):
                 pen.dot((CX + side * dx, dy), 1.1, shade(head.skin, 0.72))
@@ -352,7 +370,7 @@ def draw_head(pens: Pens, head: Head) -> None:
     draw_eyes(pens.face, head)
     draw_brows(pens.face, head)
     draw_hair(pens.head, head.shape, hair, head.hair, "front", head.deluxe and not head.photo)
-    draw_glasses(pens.face, head.shape, head.parts["glasses"])
+    draw_glasses(pens.face, head.shape, head.parts["glasses"], head.photo)
     draw_hat(pens.head, head.shape, head.parts["hat"])
 
 

@@ -190,7 +190,7 @@ JAWS = (
     (58.0, 140.0, 213.0, 64.0, 2.3, 3.8),  # square
     (46.0, 134.0, 226.0, 56.0, 2.0, 2.4),  # long
     (56.0, 128.0, 220.0, 67.0, 2.4, 1.6),  # heart
-    (54.0, 136.0, 216.0, 51.0, 2.0, 2.2),  # narrow
+    (50.0, 136.0, 222.0, 55.0, 2.0, 2.2),  # narrow
 )
 
 
@@ -388,12 +388,15 @@ def _rounded_rect(cx: float, cy: float, hw: float, hh: float, r: float) -> Point
     return np.vstack([ellipse((x, y), r, r, a0=a, a1=a + 90, n=6) for x, y, a in corners])
 
 
-def draw_glasses(pen: Pen, shape: HeadShape, index: int) -> None:
-    """Draw a glasses option: two rims around the fixed eye centres, a bridge and temples."""
+def draw_glasses(pen: Pen, shape: HeadShape, index: int, photo: bool = False) -> None:
+    """Draw a glasses option: two rims around the fixed eye centres, a bridge and temples.
+
+    Photos get thinner frames and lighter tints, as glasses look at a distance.
+    """
     if index < 0:
         return
     color = GLASSES_COLORS[index]
-    width = (1.8, 1.8, 4.2, 1.5, 3.0, 2.6)[index]
+    width = (1.8, 1.8, 4.2, 1.5, 3.0, 2.6)[index] * (0.6 if photo else 1.0)
     rims = []
     for side in (-1, 1):
         ex = CX + side * EYE_DX
@@ -409,8 +412,8 @@ def draw_glasses(pen: Pen, shape: HeadShape, index: int) -> None:
             rim = smooth([(ex + side * x, EYE_Y + y) for x, y in local])
         rims.append(rim)
         if index == 5:
-            pen.blend(rim, (20, 24, 30), 0.8)
-        else:
+            pen.blend(rim, (20, 24, 30), 0.5 if photo else 0.8)
+        elif not photo:
             pen.blend(rim, (200, 225, 240), 0.15)
     for rim in rims:
         pen.stroke(rim, color, width, closed=True)

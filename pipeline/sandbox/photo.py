@@ -38,9 +38,9 @@ def identity_spec(name: str, seed: int) -> AvatarSpec:
     options = catalogue_options(gender, 5)
     traits = {key: values[rng.randrange(len(values))] for key, values in sorted(options.items())}
     # People in photos rarely wear hats, and fewer wear glasses than the uniform catalogue draw would give.
-    if rng.random() < 0.85:
+    if rng.random() < 0.9:
         traits["hat"] = NONE
-    if rng.random() < 0.6:
+    if rng.random() < 0.7:
         traits["glasses"] = NONE
     return make_spec(gender, 5, traits)
 

@@ -1,0 +1,304 @@
+"""Pack aligned faces, avatars and letterboxed raw photos into checksummed uint8 .npy shards with an index.parquet."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.detect import ImageDecodeError, decode_image
+from pipeline.faces_store import TRAIT_COLUMNS
+from pipeline.manifest import prune_unreferenced, write_manifest
+from pipeline.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
+from pipeline.storage import atomic_write_bytes, atomic_write_json, remove_partials
+
+log = logging.getLogger("img2caricature.pack")
+
+DATASETS = ("faces", "avatars", "photos")
+BOX_COLUMNS = ["box_x", "box_y", "box_w", "box_h"]
+LETTERBOX_COLUMNS = ["raw_width", "raw_height", "scale_x", "scale_y", "pad_x", "pad_y"]
+# Columns every index has, in this order; dataset-specific ones follow.
+INDEX_COLUMNS = ["split", "shard", "offset", "shard_sha256", "shard_bytes", "identity", "label", "sha256", "source"]
+EXTRA_COLUMNS = {
+    "faces": ["folder", "dhash", "cluster", "synthetic", *TRAIT_COLUMNS],
+    "photos": ["folder", "dhash", "cluster", "synthetic", *BOX_COLUMNS, *LETTERBOX_COLUMNS, *TRAIT_COLUMNS],
+    "avatars": ["key", *TRAIT_COLUMNS],
+}
+LABELS_FILE = "labels.json"
+
+
+class PackError(ValueError):
+    """The aligned inputs are missing or inconsistent; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """What `pack` reads, where it writes and how it splits (the typed form of params.yaml `pack`).
+
+    Attributes:
+        aligned_dir: holds faces.parquet, avatars.parquet and the faces/ and avatars/ crops.
+        raw_faces_dir: the raw photos that faces.parquet's `raw_path` is relative to.
+        out_dir: gets faces/, avatars/, photos/ (shards + index.parquet each) and labels.json.
+        shard_size: samples per shard; the last shard of a split may be shorter.
+        photo_size: side of the letterboxed raw photos (the CAM input).
+        val_fraction / test_fraction: shares of each identity (and of the avatars); train gets the rest.
+        seed: decides which photos of an identity land in which split.
+        near_duplicate_distance: dHash bits within which two photos count as the same photo.
+        min_faces_per_identity: identities with fewer aligned faces are dropped and reported.
+        workers: decode threads.
+    """
+
+    aligned_dir: Path = Path("data/aligned")
+    raw_faces_dir: Path = Path("data/raw/faces")
+    out_dir: Path = Path("data/shards")
+    shard_size: int = 100
+    photo_size: int = 256
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    near_duplicate_distance: int = 8
+    min_faces_per_identity: int = 10
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("aligned_dir", "raw_faces_dir", "out_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.shard_size < 1 or self.photo_size < 8 or self.workers < 1:
+            raise ValueError(f"shard_size={self.shard_size}, photo_size={self.photo_size} (>= 8), workers "
+                             f"={self.workers} must be positive")  # fmt: skip
+        if min(self.val_fraction, self.test_fraction) < 0 or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction={self.val_fraction} + test_fraction={self.test_fraction} must be in [0, 1)")
+        if not 0 <= self.near_duplicate_distance <= 256:
+            raise ValueError(f"near_duplicate_distance={self.near_duplicate_distance}: bits of a 256-bit dHash")
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """(train, val, test) shares."""
+        return (1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready settings, saved in every index.parquet and in labels.json."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a raw photo maps into its square shard image: shard = raw * scale + pad (pixel-edge coordinates)."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: int
+    pad_y: int
+    raw_width: int
+    raw_height: int
+
+    def box(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        """A raw-photo (x, y, w, h) box in shard pixels."""
+        return (x * self.scale_x + self.pad_x, y * self.scale_y + self.pad_y, w * self.scale_x, h * self.scale_y)
+
+
+def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Fit the whole photo into a black size x size square, centred, keeping its aspect ratio."""
+    height, width = rgb.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # INTER_AREA averages when shrinking (no aliasing); it degrades to nearest when enlarging, so use linear there.
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    out = np.zeros((size, size, 3), np.uint8)
+    out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    return out, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """The .npy bytes of an array: format 1.0, fixed header, data 64-byte aligned, so np.load can mmap it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), version=(1, 0), allow_pickle=False)
+    return buffer.getvalue()
+
+
+Loader = Callable[[int], tuple[np.ndarray, dict[str, Any]]]
+
+
+def write_dataset(
+    rows: pd.DataFrame, load: Loader, out: Path, shard_size: int, workers: int = 1, progress: bool = False
+) -> pd.DataFrame:
+    """Write the rows' images as shards `<split>-<id:05d>.npy` under `out`, in row order within each split.
+
+    Args:
+        rows: one row per sample with a `split` column, already in the order the shards should hold them.
+        load: row position -> (uint8 (H, W, 3) image, extra index columns for that row).
+        out: the dataset folder; shard files left there by an earlier, larger run are deleted.
+        shard_size: samples per shard.
+        workers: decode threads (OpenCV releases the GIL).
+        progress: show a progress bar per dataset.
+
+    Returns:
+        `rows` ordered by (split, shard, offset) with shard, offset, shard_sha256, shard_bytes and the extras.
+    """
+    placed, kept_files = [], {out / "index.parquet"}
+    chunks = []
+    for split in SPLITS:
+        positions = np.flatnonzero((rows["split"] == split).to_numpy())
+        starts = range(0, len(positions), shard_size)
+        chunks += [(split, i, positions[start : start + shard_size]) for i, start in enumerate(starts)]
+    with ThreadPoolExecutor(workers) as pool:
+        for split, shard_id, chunk in tqdm(chunks, desc=f"pack {out.name}", unit="shard", disable=not progress):
+            loaded = list(pool.map(load, chunk.tolist()))  # map keeps order: same input, same bytes
+            shapes = {image.shape for image, _ in loaded}
+            if len(shapes) != 1 or next(iter(shapes))[2:] != (3,):
+                raise PackError(f"{out.name} {split} shard {shard_id} mixes image shapes {sorted(shapes)}; "
+                                "re-run `dvc repro align` so every crop has the same size")  # fmt: skip
+            data = encode_npy(np.stack([image for image, _ in loaded]))
+            name = f"{split}-{shard_id:05d}.npy"
+            atomic_write_bytes(out / name, data)
+            kept_files.add(out / name)
+            digest = hashlib.sha256(data).hexdigest()
+            for offset, (position, (_, extra)) in enumerate(zip(chunk, loaded, strict=True)):
+                placed.append({"position": int(position), "shard": name, "offset": offset,
+                               "shard_sha256": digest, "shard_bytes": len(data), **extra})  # fmt: skip
+    prune_unreferenced(out, kept_files)
+    table = pd.DataFrame(placed) if placed else pd.DataFrame(columns=["position", *INDEX_COLUMNS[1:5]])
+    samples = rows.iloc[table["position"].to_numpy()].reset_index(drop=True)
+    return pd.concat([samples, table.drop(columns=["position"])], axis=1)
+
+
+def read_aligned(cfg: PackConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ok rows of the align stage's face and avatar manifests.
+
+    Raises:
+        PackError: when a manifest is missing or lacks a column `pack` needs.
+    """
+    needs = {
+        "faces": ["source_sha256", "identity", "folder", "status", "path", "raw_path", "dhash", *BOX_COLUMNS],
+        "avatars": ["source_sha256", "status", "path"],
+    }
+    frames = []
+    for name, columns in needs.items():
+        path = cfg.aligned_dir / f"{name}.parquet"
+        if not path.is_file():
+            raise PackError(f"{path} not found; run `dvc repro align` first (or fix pack.aligned_dir)")
+        frame = pd.read_parquet(path)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise PackError(f"{path} lacks columns {missing}; re-run `dvc repro align` with this version")
+        frames.append(frame[frame["status"] == "ok"].reset_index(drop=True))
+    return frames[0], frames[1]
+
+
+def _crop_loader(folder: Path, rows: pd.DataFrame) -> Loader:
+    """Aligned PNG crops, decoded to RGB."""
+
+    def load(i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        path = folder / rows["path"].iat[i]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise PackError(f"{path} is missing or unreadable; re-run `dvc repro align`")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), {}
+
+    return load
+
+
+def _photo_loader(raw_dir: Path, faces: pd.DataFrame, size: int) -> Loader:
+    """Raw photos letterboxed to size x size, with the Haar box moved into shard coordinates."""
+
+    def load(i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        path = raw_dir / faces["raw_path"].iat[i]
+        try:
+            # decode_image is what align detected on (EXIF-rotated), so the Haar box fits these pixels
+            rgb = decode_image(path.read_bytes())
+        except (OSError, ImageDecodeError) as exc:
+            raise PackError(f"{path}: {exc}; re-run `dvc repro crawl_faces align`") from None
+        image, fit = letterbox(rgb, size)
+        box = fit.box(*(float(faces[c].iat[i]) for c in BOX_COLUMNS))
+        return image, {**dict(zip(BOX_COLUMNS, box, strict=True)), **asdict(fit)}
+
+    return load
+
+
+def _ordered(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Seeded order inside a split, so every shard mixes identities (faces and photos share it row for row)."""
+    rows = rows.assign(_order=[seeded_key(seed, s) for s in rows["sha256"]])
+    return rows.sort_values(["_order", "identity"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def _write_index(out: Path, rows: pd.DataFrame, dataset: str, record: dict[str, Any]) -> None:
+    columns = INDEX_COLUMNS + EXTRA_COLUMNS[dataset]
+    frame = rows.reindex(columns=columns)
+    write_manifest(frame.to_dict("records"), out / "index.parquet", columns, record, TRAIT_COLUMNS)
+
+
+def pack(cfg: PackConfig, progress: bool = False) -> dict[str, Any]:
+    """Split, shard and index the aligned data under `cfg.out_dir`; returns the flat metrics of metrics/pack.json.
+
+    Raises:
+        PackError: for missing or inconsistent inputs, or when no identity keeps enough faces.
+    """
+    remove_partials(cfg.out_dir)
+    faces_in, avatars_in = read_aligned(cfg)
+    try:
+        split = split_faces(faces_in, cfg.fractions, cfg.seed, cfg.near_duplicate_distance, cfg.min_faces_per_identity)
+    except SplitError as exc:
+        raise PackError(str(exc)) from None
+    for name, why in split.dropped.items():
+        log.warning("dropped identity %r: %s", name, why)
+    if not split.labels:
+        raise PackError(f"no identity has {cfg.min_faces_per_identity} aligned faces; crawl more photos or lower "
+                        "pack.min_faces_per_identity")  # fmt: skip
+    faces = _ordered(split.frame.assign(sha256=split.frame["source_sha256"], source="faces/" + split.frame["path"]),
+                     cfg.seed)  # fmt: skip
+    photos = faces.drop(columns=["source", *BOX_COLUMNS]).assign(source=faces["raw_path"])
+    avatars = avatars_in.drop_duplicates("source_sha256")
+    avatars = avatars.assign(
+        sha256=avatars["source_sha256"],
+        source="avatars/" + avatars["path"],
+        label=-1,
+        identity=None,
+        split=hash_splits(list(avatars["source_sha256"]), cfg.fractions, cfg.seed),
+    )
+    avatars = _ordered(avatars, cfg.seed)
+    jobs = {
+        "faces": (faces, _crop_loader(cfg.aligned_dir / "faces", faces)),
+        "avatars": (avatars, _crop_loader(cfg.aligned_dir / "avatars", avatars)),
+        "photos": (photos, _photo_loader(cfg.raw_faces_dir, faces, cfg.photo_size)),
+    }
+    record, metrics = cfg.record(), {}
+    for dataset, (rows, load) in jobs.items():
+        index = write_dataset(rows, load, cfg.out_dir / dataset, cfg.shard_size, cfg.workers, progress)
+        _write_index(cfg.out_dir / dataset, index, dataset, record)
+        for name in SPLITS:
+            metrics[f"{dataset}_{name}"] = int((index["split"] == name).sum())
+        shards = index.drop_duplicates("shard")
+        metrics.update({f"{dataset}_total": len(index), f"{dataset}_shards": len(shards),
+                        f"{dataset}_bytes": int(shards["shard_bytes"].sum())})  # fmt: skip
+    labels = {str(label): name for name, label in sorted(split.labels.items(), key=lambda kv: kv[1])}
+    atomic_write_json(cfg.out_dir / LABELS_FILE, {"labels": labels, "dropped": split.dropped, "params": record})
+    metrics.update(
+        identities=len(split.labels),
+        identities_dropped=len(split.dropped),
+        faces_in_dropped_identities=int(faces_in["identity"].isin(split.dropped).sum()),
+        duplicate_rows=split.duplicate_rows,
+        near_duplicate_clusters=int((split.frame.groupby("cluster").size() > 1).sum()),
+        shared_clusters=split.shared_clusters,
+        bytes=sum(metrics[f"{d}_bytes"] for d in DATASETS),
+    )
+    return metrics
+
+
+def read_labels(out_dir: Path) -> dict[int, str]:
+    """label -> identity as saved beside the shards."""
+    path = Path(out_dir) / LABELS_FILE
+    if not path.is_file():
+        raise PackError(f"{path} not found; run `dvc repro pack`")
+    return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8"))["labels"].items()}

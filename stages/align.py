@@ -1,0 +1,25 @@
+"""DVC stage `align`: Haar-detect and eye-align the crawled faces, and put the avatars on the same template."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.align_run import run_align
+from pipeline.params import load_params
+from pipeline.runner import run_stage, write_metrics
+
+
+def main() -> None:
+    def body() -> None:
+        params = load_params()
+        metrics = run_align(params, progress=sys.stderr.isatty())
+        write_metrics(params.align.metrics, metrics)
+        for kind, m in metrics.items():
+            print(f"align {kind}: {m['aligned']}/{m['input']} aligned ({m['detection_rate']:.1%}); "
+                  f"rejected {m['rejected_by_reason'] or 'none'}")  # fmt: skip
+
+    run_stage("align", body, expected=(FileNotFoundError,))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""DVC stage `pack`: aligned faces, avatars and raw photos -> split, checksummed uint8 shards with index.parquet."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+from pipeline.params import load_params
+from pipeline.runner import run_stage, write_metrics
+from pipeline.shards import PackConfig, PackError, pack
+
+
+def main() -> None:
+    def body() -> None:
+        section = load_params().pack
+        cfg = PackConfig(**{f.name: getattr(section, f.name) for f in fields(PackConfig)})
+        metrics = pack(cfg, progress=sys.stderr.isatty())
+        write_metrics(section.metrics, metrics)
+        print(
+            f"pack: {metrics['identities']} identities ({metrics['identities_dropped']} dropped), faces "
+            f"{metrics['faces_train']}/{metrics['faces_val']}/{metrics['faces_test']} train/val/test, "
+            f"{metrics['avatars_total']} avatars, {metrics['bytes'] / 1e6:.1f} MB in {cfg.out_dir}"
+        )
+
+    run_stage("pack", body, expected=(PackError,))
+
+
+if __name__ == "__main__":
+    main()
