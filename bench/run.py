@@ -55,10 +55,11 @@ def update_readme(name: str, table: str) -> None:
 
 
 def main() -> None:
-    from bench import avatars
+    from bench import avatars, loader
 
     benches: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
         "avatars": (avatars.run, avatars_table),
+        "loader": (loader.run, loader.loader_table),
     }
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", choices=[*benches, []], help="benchmarks to run (default: all)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -167,7 +168,10 @@ def align_domain(kind: str, tasks: list[dict[str, Any]], cfg: AlignConfig, raw_d
             results = (_run_chunk(kind, c, cfg, str(raw_dir), str(out_dir)) for c in _chunks(pending, params.chunk_size))
             _consume(results, rows, journal, bar)
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            # spawn, not fork: forking a process that runs threads (a sandbox server, icrawler, OpenMP) can copy a
+            # held lock into the child and hang it.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
                 futures = [pool.submit(_run_chunk, kind, c, cfg, str(raw_dir), str(out_dir))
                            for c in _chunks(pending, params.chunk_size)]  # fmt: skip
                 _consume((f.result() for f in futures), rows, journal, bar)

@@ -194,12 +194,40 @@ class AlignParams(_Section):
         return self
 
 
+class PackParams(_Section):
+    """`pack`: split the aligned data per identity and write uint8 shards + index.parquet per dataset.
+
+    Its inputs are the outputs of `align` (align.out_dir) and `crawl_faces` (crawl.faces.out_dir).
+    """
+
+    out_dir: str = "data/shards"
+    metrics: str = "metrics/pack.json"
+    shard_size: int = Field(100, ge=1, le=100_000)  # samples per shard (the paper's batches of 100)
+    photo_size: int = Field(256, ge=32, le=4096)  # side of the letterboxed raw photos for CAM
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+    near_duplicate_distance: int = Field(8, ge=0, le=256)  # dHash bits; closer photos never straddle splits
+    min_faces_per_identity: int = Field(10, ge=1, le=100_000)  # fewer aligned faces: identity dropped, reported
+    workers: int = Field(2, ge=1, le=256)  # image decode threads
+
+    @model_validator(mode="after")
+    def _fractions(self) -> PackParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no train split; "
+                "keep the sum below 1"
+            )
+        return self
+
+
 class Params(_Section):
     """The whole params.yaml. Sections are added as their stages land."""
 
     sandbox: SandboxParams = SandboxParams()
     crawl: CrawlParams = CrawlParams()
     align: AlignParams = AlignParams()
+    pack: PackParams = PackParams()
 
 
 def _describe(error: dict[str, Any]) -> str:

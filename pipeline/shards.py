@@ -75,8 +75,10 @@ class PackConfig:
         for name in ("aligned_dir", "raw_faces_dir", "out_dir"):
             object.__setattr__(self, name, Path(getattr(self, name)))
         if self.shard_size < 1 or self.photo_size < 8 or self.workers < 1:
-            raise ValueError(f"shard_size={self.shard_size}, photo_size={self.photo_size} (>= 8), workers "
-                             f"={self.workers} must be positive")  # fmt: skip
+            raise ValueError(
+                f"shard_size={self.shard_size}, photo_size={self.photo_size} (>= 8), workers "
+                f"={self.workers} must be positive"
+            )
         if min(self.val_fraction, self.test_fraction) < 0 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction={self.val_fraction} + test_fraction={self.test_fraction} must be in [0, 1)")
         if not 0 <= self.near_duplicate_distance <= 256:
@@ -158,16 +160,18 @@ def write_dataset(
             loaded = list(pool.map(load, chunk.tolist()))  # map keeps order: same input, same bytes
             shapes = {image.shape for image, _ in loaded}
             if len(shapes) != 1 or next(iter(shapes))[2:] != (3,):
-                raise PackError(f"{out.name} {split} shard {shard_id} mixes image shapes {sorted(shapes)}; "
-                                "re-run `dvc repro align` so every crop has the same size")  # fmt: skip
+                raise PackError(
+                    f"{out.name} {split} shard {shard_id} mixes image shapes {sorted(shapes)}; "
+                    "re-run `dvc repro align` so every crop has the same size"
+                )
             data = encode_npy(np.stack([image for image, _ in loaded]))
             name = f"{split}-{shard_id:05d}.npy"
             atomic_write_bytes(out / name, data)
             kept_files.add(out / name)
             digest = hashlib.sha256(data).hexdigest()
             for offset, (position, (_, extra)) in enumerate(zip(chunk, loaded, strict=True)):
-                placed.append({"position": int(position), "shard": name, "offset": offset,
-                               "shard_sha256": digest, "shard_bytes": len(data), **extra})  # fmt: skip
+                where = dict(shard=name, offset=offset, shard_sha256=digest, shard_bytes=len(data))
+                placed.append({"position": int(position), **where, **extra})
     prune_unreferenced(out, kept_files)
     table = pd.DataFrame(placed) if placed else pd.DataFrame(columns=["position", *INDEX_COLUMNS[1:5]])
     samples = rows.iloc[table["position"].to_numpy()].reset_index(drop=True)
@@ -239,6 +243,21 @@ def _write_index(out: Path, rows: pd.DataFrame, dataset: str, record: dict[str, 
     write_manifest(frame.to_dict("records"), out / "index.parquet", columns, record, TRAIT_COLUMNS)
 
 
+def _jobs(cfg: PackConfig, faces: pd.DataFrame, avatars: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, Loader]]:
+    """The rows of each dataset in shard order, with the loader of their images."""
+    faces = _ordered(faces.assign(sha256=faces["source_sha256"], source="faces/" + faces["path"]), cfg.seed)
+    photos = faces.drop(columns=["source", *BOX_COLUMNS]).assign(source=faces["raw_path"])
+    avatars = avatars.drop_duplicates("source_sha256")
+    splits = hash_splits(list(avatars["source_sha256"]), cfg.fractions, cfg.seed)
+    avatars = avatars.assign(sha256=avatars["source_sha256"], source="avatars/" + avatars["path"], split=splits)
+    avatars = _ordered(avatars.assign(label=-1, identity=None), cfg.seed)
+    return {
+        "faces": (faces, _crop_loader(cfg.aligned_dir / "faces", faces)),
+        "avatars": (avatars, _crop_loader(cfg.aligned_dir / "avatars", avatars)),
+        "photos": (photos, _photo_loader(cfg.raw_faces_dir, faces, cfg.photo_size)),
+    }
+
+
 def pack(cfg: PackConfig, progress: bool = False) -> dict[str, Any]:
     """Split, shard and index the aligned data under `cfg.out_dir`; returns the flat metrics of metrics/pack.json.
 
@@ -254,34 +273,19 @@ def pack(cfg: PackConfig, progress: bool = False) -> dict[str, Any]:
     for name, why in split.dropped.items():
         log.warning("dropped identity %r: %s", name, why)
     if not split.labels:
-        raise PackError(f"no identity has {cfg.min_faces_per_identity} aligned faces; crawl more photos or lower "
-                        "pack.min_faces_per_identity")  # fmt: skip
-    faces = _ordered(split.frame.assign(sha256=split.frame["source_sha256"], source="faces/" + split.frame["path"]),
-                     cfg.seed)  # fmt: skip
-    photos = faces.drop(columns=["source", *BOX_COLUMNS]).assign(source=faces["raw_path"])
-    avatars = avatars_in.drop_duplicates("source_sha256")
-    avatars = avatars.assign(
-        sha256=avatars["source_sha256"],
-        source="avatars/" + avatars["path"],
-        label=-1,
-        identity=None,
-        split=hash_splits(list(avatars["source_sha256"]), cfg.fractions, cfg.seed),
-    )
-    avatars = _ordered(avatars, cfg.seed)
-    jobs = {
-        "faces": (faces, _crop_loader(cfg.aligned_dir / "faces", faces)),
-        "avatars": (avatars, _crop_loader(cfg.aligned_dir / "avatars", avatars)),
-        "photos": (photos, _photo_loader(cfg.raw_faces_dir, faces, cfg.photo_size)),
-    }
+        raise PackError(
+            f"no identity has {cfg.min_faces_per_identity} aligned faces; crawl more photos or lower "
+            "pack.min_faces_per_identity"
+        )
     record, metrics = cfg.record(), {}
-    for dataset, (rows, load) in jobs.items():
+    for dataset, (rows, load) in _jobs(cfg, split.frame, avatars_in).items():
         index = write_dataset(rows, load, cfg.out_dir / dataset, cfg.shard_size, cfg.workers, progress)
         _write_index(cfg.out_dir / dataset, index, dataset, record)
         for name in SPLITS:
             metrics[f"{dataset}_{name}"] = int((index["split"] == name).sum())
         shards = index.drop_duplicates("shard")
-        metrics.update({f"{dataset}_total": len(index), f"{dataset}_shards": len(shards),
-                        f"{dataset}_bytes": int(shards["shard_bytes"].sum())})  # fmt: skip
+        metrics[f"{dataset}_total"], metrics[f"{dataset}_shards"] = len(index), len(shards)
+        metrics[f"{dataset}_bytes"] = int(shards["shard_bytes"].sum())
     labels = {str(label): name for name, label in sorted(split.labels.items(), key=lambda kv: kv[1])}
     atomic_write_json(cfg.out_dir / LABELS_FILE, {"labels": labels, "dropped": split.dropped, "params": record})
     metrics.update(

@@ -12,8 +12,10 @@ from pipeline.shards import PackConfig, PackError, pack
 
 def main() -> None:
     def body() -> None:
-        section = load_params().pack
-        cfg = PackConfig(**{f.name: getattr(section, f.name) for f in fields(PackConfig)})
+        params = load_params()
+        section = params.pack
+        inputs = {"aligned_dir": params.align.out_dir, "raw_faces_dir": params.crawl.faces.out_dir}
+        cfg = PackConfig(**{f.name: inputs.get(f.name) or getattr(section, f.name) for f in fields(PackConfig)})
         metrics = pack(cfg, progress=sys.stderr.isatty())
         write_metrics(section.metrics, metrics)
         print(

@@ -45,11 +45,12 @@ def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
-def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int = 12) -> None:
+def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int = 16) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["crawl"]["avatars"]["count"] = avatars
     faces = params["crawl"]["faces"]
     faces.update(identities=faces["identities"][:identities], per_identity=per_identity, min_per_identity=5)
+    params["pack"].update(min_faces_per_identity=4, shard_size=16)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -59,9 +60,15 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]]) -> None:
     dvc = str(BIN / "dvc")
     run([dvc, "repro"], root, env)
     faces = json.loads((root / "metrics/crawl_faces.json").read_text())
-    assert faces["identities"] == 3 and faces["candidates"] == 36 and faces["saved"] >= 30
+    assert faces["identities"] == 3 and faces["candidates"] == 48 and faces["saved"] >= 40
     frame = pd.read_parquet(root / "data/raw/faces.parquet")
-    assert len(frame) == 36 and frame["synthetic"].all()
+    assert len(frame) == 48 and frame["synthetic"].all()
+    align = json.loads((root / "metrics/align.json").read_text())
+    assert align["avatars"]["aligned"] == 24 and align["faces"]["input"] == faces["saved"]
+    pack = json.loads((root / "metrics/pack.json").read_text())
+    assert pack["identities"] == 3 and pack["avatars_total"] == 24
+    index = pd.read_parquet(root / "data/shards/faces/index.parquet")
+    assert len(index) == pack["faces_train"] + pack["faces_val"] + pack["faces_test"] == align["faces"]["aligned"]
     metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())
     assert metrics["requested"] == metrics["saved"] == 24 and metrics["failed"] == 0
     frame = pd.read_parquet(root / "data/raw/avatars.parquet")

@@ -36,6 +36,7 @@ from pipeline.sandbox.drawing import (
 from pipeline.sandbox.traits import BASE_SIZE, NONE, TRAIT_KEYS, AvatarSpec, option_index, tone_to_rgb
 
 BACKGROUND = (244, 243, 238)
+BROW_MAX = 5.5
 INNER_MOUTH, TEETH, TONGUE = (95, 30, 38), (250, 250, 244), (222, 104, 112)
 
 
@@ -230,7 +231,7 @@ def draw_eyes(pen: Pen, head: Head) -> None:
         elif lash == 2:
             for u in (4, 7, 10, 13, 16):
                 pen.stroke(np.array([upper[u], upper[u] + np.multiply((side * 3, -7), lash_len)]), line, 1.2 * lash_w)
-        detail_line = _line_color(head, 0.72)
+        detail_line = _line_color(head, 0.82 if head.photo else 0.72)
         if detail == 0:
             pen.stroke(bezier(center + (-9, 10), center + (0, 15), center + (9, 10)), detail_line, 1.3)
         elif detail == 1:
@@ -250,7 +251,7 @@ def draw_brows(pen: Pen, head: Head) -> None:
     y = BROW_Y - arch * 4 * u * (1 - u) - tilt * (u - 0.5)
     th = th_in * (1 - u) + th_out * u
     if head.photo:  # photo brows read as dark bands even when the option is a thin line
-        th = np.maximum(th * 1.3, 4.0)
+        th = np.clip(th * 1.3, 4.0, BROW_MAX)
     jag = bushy * 1.6 * (np.arange(12) % 2)
     for side in (-1, 1):
         x = CX + side * (EYE_DX + half * (2 * u - 1) + 1)
@@ -334,7 +335,7 @@ def draw_mouth(pen: Pen, head: Head) -> None:
 
 def draw_skin_details(pen: Pen, head: Head) -> None:
     """Cheek details (blush, freckles, dimples, cheekbones) and face lines (forehead, smile, frown)."""
-    line = _line_color(head, 0.72)
+    line = _line_color(head, 0.82 if head.photo else 0.72)  # wrinkles are faint in photos
     cheek, lines = head.parts["cheek_details"], head.parts["face_lines"]
     for side in (-1, 1):
         if cheek == 0:
@@ -358,15 +359,17 @@ def draw_skin_details(pen: Pen, head: Head) -> None:
 def draw_head(pens: Pens, head: Head) -> None:
     """Draw a whole head, back to front."""
     hair, beard = head.parts["hair"], head.parts["beard"]
+    # A beard sits in the face's own shadow: in photos it is never brighter than the skin.
+    beard_color = _within(head.hair, head.skin, 0.9) if head.photo else head.hair
     draw_hair(pens.head, head.shape, hair, head.hair, "back", head.deluxe and not head.photo)
     draw_face(pens.head, head)
     draw_skin_details(pens.face, head)
     if beard != NONE:
-        draw_beard(pens.face, head.shape, beard, head.hair)
+        draw_beard(pens.face, head.shape, beard, beard_color)
     draw_nose(pens.nose, head)
     draw_mouth(pens.face, head)
     if beard != NONE:
-        draw_moustache(pens.face, beard, head.hair)
+        draw_moustache(pens.face, beard, beard_color)
     draw_eyes(pens.face, head)
     draw_brows(pens.face, head)
     draw_hair(pens.head, head.shape, hair, head.hair, "front", head.deluxe and not head.photo)

@@ -18,8 +18,12 @@ from pipeline.sandbox.traits import GENDERS, NONE, AvatarSpec, catalogue_options
 KINDS = ("single", "no_face", "two_faces")
 NO_FACE_RATE, TWO_FACES_RATE = 0.05, 0.05
 JPEG_QUALITY = (60, 95)
-# Bundled scikit-image pictures without faces (camera and astronaut have one, so they are left out).
-TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "rocket", "coffee", "hubble_deep_field", "immunohistochemistry")
+# Bundled scikit-image pictures without faces: camera and astronaut have one, and the blobs of moon, cell, gravel and
+# immunohistochemistry make OpenCV's Haar cascade see faces that are not there.
+TEXTURES = ("brick", "grass", "rocket", "coffee", "hubble_deep_field")
+KEY_LIGHT = 1.0
+ROUND = (0.75, 2.0, 0.3)
+SOCKET = (20, 11)
 RELIEF = (0.3, 0.12, 0.08, 0.0)  # face relief in the lighting field: eye sockets, nose bridge, cheekbones, forehead
 CLOTHES = ((40, 60, 110), (150, 30, 40), (230, 230, 225), (30, 30, 30), (90, 120, 70), (200, 160, 60),
            (120, 120, 130), (70, 40, 90), (210, 110, 60), (20, 90, 110))  # fmt: skip
@@ -86,7 +90,7 @@ def _noise_tile() -> np.ndarray:
 def _background(rng: random.Random, w: int, h: int) -> np.ndarray:
     """A blurred, tinted crop of a bundled texture, or a two-colour gradient."""
     if rng.random() < 0.3:
-        c0, c1 = (np.array([rng.randint(40, 230) for _ in range(3)], np.float32) for _ in range(2))
+        c0, c1 = (np.array([rng.randint(20, 180) for _ in range(3)], np.float32) for _ in range(2))
         angle = rng.uniform(0, 2 * np.pi)
         y, x = np.mgrid[0:16, 0:16].astype(np.float32) / 15
         t = np.clip(0.5 + (x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle), 0, 1)[..., None]
@@ -99,12 +103,12 @@ def _background(rng: random.Random, w: int, h: int) -> np.ndarray:
     ch = min(sh, int(cw * h / w))
     x0, y0 = rng.randint(0, sw - cw), rng.randint(0, sh - ch)
     image = cv2.resize(source[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
-    contrast = rng.uniform(0.3, 0.75)
-    tint = np.array([rng.uniform(0.6, 1.2) for _ in range(3)]) * contrast
-    offset = np.array([rng.uniform(20, 110) for _ in range(3)]) * (1 - contrast)
+    contrast, brightness = rng.uniform(0.3, 0.75), rng.uniform(0.55, 1.0)
+    tint = np.array([rng.uniform(0.5, 1.1) for _ in range(3)]) * contrast * brightness
+    offset = np.array([rng.uniform(10, 90) for _ in range(3)]) * (1 - contrast) * brightness
     image = cv2.transform(image, np.hstack([np.diag(tint), offset[:, None]]))
     # Portraits keep the background out of focus, which also keeps textures from looking like faces.
-    return cv2.GaussianBlur(image, (0, 0), rng.uniform(1.5, 4.0) * w / 400)
+    return cv2.GaussianBlur(image, (0, 0), rng.uniform(2.0, 4.5) * w / 400)
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,10 @@ class _Pose:
     nose: np.ndarray
     light: tuple[float, float]
     strength: float
+    gain: float  # key light on the person: dark skin gets more of it, as photographers expose for faces
 
 
-def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], face_px: float) -> _Pose:
+def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], face_px: float, skin_luma: float) -> _Pose:
     """A random yaw/roll pose with the face box (face_px wide) centred near `center`."""
     yaw, roll = rng.uniform(-1.0, 1.0), rng.uniform(-12.0, 12.0)
     scale = face_px / (2 * shape.hw)
@@ -126,15 +131,17 @@ def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], fac
     face = compose(head, affine(1 - 0.05 * abs(yaw), 1, 0, (CX, 0), (CX + 7 * yaw, 0)))
     nose = compose(head, affine(1, 1, 0, (CX, 0), (CX + 11 * yaw, 0)))
     angle = rng.uniform(0, 2 * np.pi)
-    return _Pose(head, face, nose, (float(np.cos(angle)), float(np.sin(angle))), rng.uniform(0.12, 0.35))
+    gain = max(1.0, rng.uniform(110, 150) / skin_luma) ** KEY_LIGHT
+    return _Pose(head, face, nose, (float(np.cos(angle)), float(np.sin(angle))), rng.uniform(0.12, 0.35), gain)
 
 
 def _draw_person(image: np.ndarray, head: Head, pose: _Pose, clothes: tuple[int, int, int], face: bool = True) -> None:
     """Clothes, neck and head (or the back of a head when `face` is False), then shading by the light."""
     mask = np.zeros(image.shape[:2], np.uint8)
     pen = Pen(image, pose.head, mask=mask)
-    pen.fill(smooth([(CX - 175, 520), (CX - 165, 300), (CX - 125, 258), (CX - 55, 240), (CX + 55, 240),
-                     (CX + 125, 258), (CX + 165, 300), (CX + 175, 520)], True, 2), clothes)  # fmt: skip
+    torso = smooth([(CX - 168, 330), (CX - 150, 275), (CX - 110, 252), (CX - 55, 240), (CX + 55, 240),
+                    (CX + 110, 252), (CX + 150, 275), (CX + 168, 330)], False, 2)  # fmt: skip
+    pen.fill(np.vstack([[(CX - 200, 3000)], torso, [(CX + 200, 3000)]]), clothes)
     if face:
         pen.fill(np.array([(CX - 40, 244), (CX, 282), (CX + 40, 244)]), shade(head.skin, 0.85))
         draw_head(Pens(pen, pen.at(pose.face), pen.at(pose.nose)), head)
@@ -161,18 +168,20 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, f
     dx = np.clip((u - CX) / shape.hw, -1.5, 1.5)
     dy = np.clip((v - shape.mid) / np.where(v < shape.mid, shape.mid - shape.top, shape.chin - shape.mid), -1.5, 1.5)
     field = 1 + pose.strength * (dx * pose.light[0] + dy * pose.light[1])
-    field -= 0.3 * np.clip(dx**2 + dy**2 - 0.5, 0, 1)
+    head = np.clip((shape.chin + 15 - v) / 20, 0, 1)  # the head is round; the clothes below are not
+    field -= ROUND[0] * head * np.clip(np.abs(dx) ** ROUND[1] + 0.5 * dy**2 - ROUND[2], 0, 1)
 
     def bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
         return np.exp(-(((fu - cx) / sx) ** 2 + ((fv - cy) / sy) ** 2))
 
     if face:
         socket, bridge, cheek, forehead = RELIEF
-        field -= socket * (bump(CX - EYE_DX, EYE_Y - 4, 16, 12) + bump(CX + EYE_DX, EYE_Y - 4, 16, 12))
+        field -= socket * (bump(CX - EYE_DX, EYE_Y - 4, SOCKET[0], SOCKET[1]) + bump(CX + EYE_DX, EYE_Y - 4, SOCKET[0], SOCKET[1]))
         field += bridge * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)
         field += cheek * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))
         field += forehead * bump(CX, 92, 30, 10)
     field -= 0.35 * np.exp(-(((v - shape.chin - 10) / 16) ** 2)) * (np.abs(u - CX) < shape.hw * 0.7) * (v > shape.chin - 4)
+    field *= 1 + (pose.gain - 1) * np.clip(1.4 - dx**2 - dy**2, 0, 1)  # the key light is aimed at the face
     field = cv2.resize(field, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     weight = mask[y0:y1, x0:x1].astype(np.float32) / 255
     gain = (1 + (field - 1) * weight)[..., None]
@@ -222,11 +231,10 @@ def render_photo(name: str, index: int, seed: int) -> PhotoRender:
             face_px, center = _place(rng, w, h, head.shape, (0.16, 0.24), (0.24 + 0.5 * slot, 0.28 + 0.5 * slot))
         else:
             face_px, center = _place(rng, w, h, head.shape, (0.2, 0.4), (0.25, 0.75))
-        pose = _pose(rng, head.shape, center, face_px)
+        pose = _pose(rng, head.shape, center, face_px, luma(head.skin))
         _draw_person(image, head, pose, CLOTHES[rng.randrange(len(CLOTHES))], face=kind != "no_face")
         if kind != "no_face":
             faces.append(posed_landmarks(head.shape, pose.face, pose.nose))
-    image = _expose(image, Head.from_spec(spec).skin, rng.uniform(125, 165))
     sigma = rng.uniform(0.4, 1.3) * w / 480
     image = cv2.GaussianBlur(image, (0, 0), sigma)
     noise = _noise_tile()

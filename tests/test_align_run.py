@@ -1,0 +1,118 @@
+"""The `align` stage end to end on a small sandbox crawl: manifests, rejects, avatars on the template, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.align import AlignConfig, align_face
+from pipeline.align_run import run_align
+from pipeline.crawl_avatars import crawl_avatars
+from pipeline.crawl_faces import crawl_faces
+from pipeline.params import Params, SandboxParams, parse_params
+from pipeline.sandbox.photo import photo_kind, render_photo
+
+
+def small_params(root: Path, workers: int = 2) -> Params:
+    raw = {
+        "crawl": {
+            "faces": {"identities": ["Avery Quinn", "Blake Moreno"], "per_identity": 16, "min_per_identity": 1,
+                      "out_dir": str(root / "raw/faces"), "manifest": str(root / "raw/faces.parquet"),
+                      "metrics": str(root / "m/faces.json")},
+            "avatars": {"count": 12, "out_dir": str(root / "raw/avatars"), "manifest": str(root / "raw/avatars.parquet"),
+                        "metrics": str(root / "m/avatars.json")},
+        },
+        "align": {"out_dir": str(root / "aligned"), "metrics": str(root / "m/align.json"), "workers": workers,
+                  "chunk_size": 4},
+    }  # fmt: skip
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("align")
+    params = small_params(root)
+    crawl_faces(params.crawl.faces, params.sandbox, progress=False)
+    crawl_avatars(params.crawl.avatars, params.sandbox, progress=False)
+    return root
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path, tmp_path: Path) -> None:
+    params = small_params(crawled)
+    metrics = run_align(params, progress=False)
+    aligned = crawled / "aligned"
+    faces = pd.read_parquet(aligned / "faces.parquet")
+    avatars = pd.read_parquet(aligned / "avatars.parquet")
+    raw_ok = pd.read_parquet(crawled / "raw/faces.parquet").query("status == 'ok'")
+    assert len(faces) == len(raw_ok) == metrics["faces"]["input"]
+    assert metrics["faces"]["aligned"] == (faces.status == "ok").sum() > 0
+    assert (faces.loc[faces.status != "ok", "reason"] != "").all()
+    assert len(avatars) == 12 and (avatars.status == "ok").all() and (avatars.eye_method == "renderer").all()
+    for frame, folder in ((faces, "faces"), (avatars, "avatars")):
+        for path in frame.loc[frame.status == "ok", "path"]:
+            assert (aligned / folder / path).is_file()
+    ok = faces[faces.status == "ok"]
+    assert ok[["box_x", "box_y", "box_w", "box_h", "left_eye_x", "right_eye_y"]].notna().all().all()
+    assert ok["glasses"].notna().all() and ok["dhash"].str.len().eq(64).all()
+
+    before = digest(aligned)
+    (aligned / "faces.parquet").unlink()  # as if killed before the manifest was written
+    for path in list(ok["path"])[:3]:
+        (aligned / "faces" / path).unlink()
+    again = run_align(params, progress=False)
+    assert digest(aligned) == before
+    assert again["faces"]["aligned"] == metrics["faces"]["aligned"]
+
+
+def test_corrupt_raw_photo_is_a_recorded_reject(crawled: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(crawled / "raw", root / "raw")
+    raw = pd.read_parquet(root / "raw/faces.parquet").query("status == 'ok'")
+    victim = root / "raw/faces" / raw.iloc[0]["path"]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+    run_align(small_params(root, workers=1), progress=False)
+    faces = pd.read_parquet(root / "aligned/faces.parquet").set_index("source_sha256")
+    assert faces.loc[raw.iloc[0]["sha256"], "reason"] == "decode_error"
+
+
+def test_synthetic_photos_align_to_their_known_eyes() -> None:
+    """Detected eyes against the renderer's ground truth, in inter-ocular distances (NME)."""
+    errors, upright = [], []
+    for name in ("avery_quinn", "blake_moreno", "casey_lindqvist", "dana_okafor", "eli_brandt"):
+        for index in range(12):
+            if photo_kind(name, index, 0) != "single":
+                continue
+            render = render_photo(name, index, 0)
+            result = align_face(render.image, AlignConfig())
+            if result.status != "ok":
+                continue
+            truth = render.faces[0]
+            iod = math.dist(truth.left_eye, truth.right_eye)
+            errors.append(max(math.dist(result.left_eye, truth.left_eye), math.dist(result.right_eye, truth.right_eye)) / iod)
+            true_roll = math.degrees(math.atan2(truth.right_eye[1] - truth.left_eye[1], truth.right_eye[0] - truth.left_eye[0]))
+            upright.append(abs(result.angle_deg - true_roll))
+    assert len(errors) >= 30
+    assert float(np.median(errors)) < 0.15 and float(np.quantile(errors, 0.9)) < 0.35
+    assert float(np.median(upright)) < 4.0
+
+
+def test_bad_align_params_fail_with_the_dotted_key() -> None:
+    from pipeline.params import ParamsError
+
+    with pytest.raises(ParamsError, match="align: Value error, left_eye"):
+        parse_params({"align": {"left_eye": [0.7, 0.35], "right_eye": [0.3, 0.35]}})
+    with pytest.raises(ParamsError, match="align.multiple_faces: Input should be 'reject' or 'largest'"):
+        parse_params({"align": {"multiple_faces": "all"}})
+    assert SandboxParams().host == "127.0.0.1"
