@@ -55,17 +55,21 @@ def update_readme(name: str, table: str) -> None:
 
 
 def main() -> None:
-    from bench import avatars, loader
+    from bench import align, avatars, loader
 
     benches: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
         "avatars": (avatars.run, avatars_table),
+        "align": (align.run, align.align_table),
         "loader": (loader.run, loader.loader_table),
     }
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*benches, []], help="benchmarks to run (default: all)")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run, from {sorted(benches)} (default: all)")
     parser.add_argument("--n", type=int, default=None, help="override the item count of each benchmark")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(args.names) - set(benches))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {sorted(benches)}")
     for name in args.names or list(benches):
         run, table = benches[name]
         print(f"== bench {name} ==", flush=True)

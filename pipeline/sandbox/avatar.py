@@ -142,7 +142,7 @@ def draw_face(pen: Pen, head: Head) -> None:
     if head.deluxe and not head.photo:
         with pen.clip(neck) as sub:
             if sub is not None:
-                sub.fill(ellipse((CX, shape.chin + 2), shape.hw * 0.7, 14), shade(skin, 0.72), outline=False)
+                sub.fill(ellipse((CX, shape.chin - 4), shape.hw * 0.6, 18), shade(skin, 0.75), outline=False)
     ear = head.parts["ear"]
     for side in (-1, 1):
         x = CX + side * (shape.half_width(140) + (1, 0, 3, 1)[ear])
@@ -203,42 +203,44 @@ def draw_eyes(pen: Pen, head: Head) -> None:
     white = shade(mix(head.skin, (205, 200, 195), 0.15), 1.12) if head.photo else (252, 252, 250)
     lash_len, lash_w = (0.5, 0.8) if head.photo else (1.0, 1.0)
     for side in (-1, 1):
-        center = np.array([CX + side * EYE_DX, EYE_Y])
+        ex, ey = CX + side * EYE_DX, EYE_Y
+        center = np.array([ex, ey])
+
+        def at(dx: float, dy: float, ex: float = ex) -> tuple[float, float]:
+            return ex + dx, EYE_Y + dy
+
         outline, upper = _eye_white(kind, side, head.photo)
         outline, upper = outline + center, upper + center
         if detail == 2:
-            pen.blend(ellipse(center + (0, 9), 12, 5), (90, 60, 70), 0.12 if head.photo else 0.25)
+            pen.blend(ellipse(at(0, 9), 12, 5), (90, 60, 70), 0.12 if head.photo else 0.25)
         if not dot_eyes:
             pen.fill(outline, white, outline_color=line)
-        with pen.clip(outline if not dot_eyes else ellipse(center, 6, 7)) as sub:
+        with pen.clip(outline if not dot_eyes else ellipse((ex, ey), 6, 7)) as sub:
             if sub is not None:
-                sub.dot(center, iris_r, head.pupil)
-                sub.dot(center, iris_r * 0.5, (18, 14, 14))
-                sub.dot(center + (-side * 2, -2.5), max(iris_r * (0.2 if head.photo else 0.3), 1.2), (255, 255, 255))
+                sub.dot((ex, ey), iris_r, head.pupil)
+                sub.dot((ex, ey), iris_r * 0.5, (18, 14, 14))
+                sub.dot(at(-side * 2, -2.5), max(iris_r * (0.2 if head.photo else 0.3), 1.2), (255, 255, 255))
                 if kind == 4:  # sleepy: a heavy upper lid
-                    sub.fill(np.vstack([upper, center + (side * 14, -0.5), center + (-side * 14, -0.5)]), head.skin,
-                             outline=False)  # fmt: skip
+                    sub.fill(np.vstack([upper, at(side * 14, -0.5), at(-side * 14, -0.5)]), head.skin, outline=False)
         if kind == 4:
-            pen.stroke(np.vstack([center + (-side * 12, 0), center + (side * 12, -1)]), line, 2.0)
+            pen.stroke(np.array([at(-side * 12, 0), at(side * 12, -1)]), line, 2.0)
         pen.stroke(upper, line, 2.9 if head.photo else 2.2 if kind != 5 else 1.2)
-        outer = upper[-1]
-        if lash == 0:
-            for u in (-3, -2, -1):
-                pen.stroke(np.array([upper[u], upper[u] + np.multiply((side * 4, -4), lash_len)]), line, 1.3 * lash_w)
-        elif lash == 1:
+        for u, (dx, dy), width in {0: [(-3, (4, -4), 1.3), (-2, (4, -4), 1.3), (-1, (4, -4), 1.3)],
+                                   1: [(-1, (7, -4), 2.2)],
+                                   2: [(u, (3, -7), 1.2) for u in (4, 7, 10, 13, 16)]}.get(lash, []):  # fmt: skip
+            root = upper[u]
+            tip = root + np.array([side * dx, dy]) * lash_len
+            pen.stroke(np.array([root, tip]), line, width * lash_w)
+        if lash == 1:  # winged liner
             pen.stroke(upper, line, 3.4)
-            pen.stroke(np.array([outer, outer + np.multiply((side * 7, -4), lash_len)]), line, 2.2 * lash_w)
-        elif lash == 2:
-            for u in (4, 7, 10, 13, 16):
-                pen.stroke(np.array([upper[u], upper[u] + np.multiply((side * 3, -7), lash_len)]), line, 1.2 * lash_w)
         detail_line = _line_color(head, 0.82 if head.photo else 0.72)
-        if detail == 0:
-            pen.stroke(bezier(center + (-9, 10), center + (0, 15), center + (9, 10)), detail_line, 1.3)
-        elif detail == 1:
+        if detail == 0:  # bags
+            pen.stroke(bezier(at(-9, 10), at(0, 15), at(9, 10)), detail_line, 1.3)
+        elif detail == 1:  # crow's feet
             for dy in (-4, 0, 4):
-                pen.stroke(np.array([center + (side * 16, dy * 0.6), center + (side * 22, dy * 1.4)]), detail_line, 1.1)
-        elif detail == 3:
-            pen.stroke(bezier(center + (-10, -10), center + (0, -16), center + (10, -10)), detail_line, 1.2)
+                pen.stroke(np.array([at(side * 16, dy * 0.6), at(side * 22, dy * 1.4)]), detail_line, 1.1)
+        elif detail == 3:  # lid crease
+            pen.stroke(bezier(at(-10, -10), at(0, -16), at(10, -10)), detail_line, 1.2)
 
 
 def draw_brows(pen: Pen, head: Head) -> None:
@@ -269,7 +271,9 @@ def draw_nose(pen: Pen, head: Head) -> None:
     if kind == 0:
         pen.stroke(bezier((CX - 7, y), (CX, y + 6), (CX + 7, y)), line, 1.8)
     elif kind == 1:
-        pen.stroke(np.vstack([[(CX + 3, y - 22)], bezier((CX + 6, y), (CX + 2, y + 5), (CX - 4, y + 4), n=8)]), line, 1.8)
+        pen.stroke(
+            np.vstack([[(CX + 3, y - 22)], bezier((CX + 6, y), (CX + 2, y + 5), (CX - 4, y + 4), n=8)]), line, 1.8
+        )
         nostrils = False
     elif kind == 2:
         pen.fill(ellipse((CX, y - 2), 8, 7), shade(head.skin, 0.95), outline_color=line)
@@ -301,13 +305,16 @@ def draw_mouth(pen: Pen, head: Head) -> None:
     line = shade(mix(head.skin, (150, 40, 50), 0.5), 0.55)
     if kind in (0, 2, 4, 5, 8) and (head.female or head.deluxe):
         pen.fill(ellipse((CX, y + 1), 13, 5), head.lips, outline=False)
-    curves = {0: ((CX - 16, y - 3), (CX, y + 8), (CX + 16, y - 3)), 2: ((CX - 13, y + 1), (CX, y + 2), (CX + 13, y)),
-              4: ((CX - 14, y + 2), (CX + 2, y + 4), (CX + 16, y - 6)), 5: ((CX - 15, y + 6), (CX, y - 6), (CX + 15, y + 6)),
-              7: ((CX - 16, y - 3), (CX, y + 8), (CX + 16, y - 3)), 8: ((CX - 9, y - 1), (CX, y + 4), (CX + 9, y - 1))}  # fmt: skip
+    curves = {  # smile, neutral, smirk, frown, tongue-out smile, small smile: (x, y) offsets of Bezier control points
+        0: ((-16, -3), (0, 8), (16, -3)), 2: ((-13, 1), (0, 2), (13, 0)), 4: ((-14, 2), (2, 4), (16, -6)),
+        5: ((-15, 6), (0, -6), (15, 6)), 7: ((-16, -3), (0, 8), (16, -3)), 8: ((-9, -1), (0, 4), (9, -1)),
+    }  # fmt: skip
     if kind in curves:
         if kind == 7:
-            pen.fill(ellipse((CX + 2, y + 3), 7, 8, a0=0, a1=180, n=12), mix(TONGUE, head.mouth, 0.3), outline_color=line)
-        pen.stroke(bezier(*curves[kind]), line, 2.2)
+            pen.fill(
+                ellipse((CX + 2, y + 3), 7, 8, a0=0, a1=180, n=12), mix(TONGUE, head.mouth, 0.3), outline_color=line
+            )
+        pen.stroke(bezier(*[(CX + dx, y + dy) for dx, dy in curves[kind]]), line, 2.2)
         return
     if kind == 6:
         mouth = smooth([(CX - 17, y - 6), (CX + 17, y - 6), (CX + 17, y + 6), (CX - 17, y + 6)], True, 2)
@@ -328,8 +335,8 @@ def draw_mouth(pen: Pen, head: Head) -> None:
         if sub is not None:
             sub.fill(ellipse((CX, y + (10 if kind != 3 else 9)), 12, 7), mix(TONGUE, head.mouth, 0.3), outline=False)
             if kind != 3:
-                sub.fill(np.array([(CX - 30, y - 10), (CX + 30, y - 10), (CX + 30, y + 1), (CX - 30, y + 1)]), head.teeth,
-                         outline=False)  # fmt: skip
+                teeth = np.array([(CX - 30, y - 10), (CX + 30, y - 10), (CX + 30, y + 1), (CX - 30, y + 1)])
+                sub.fill(teeth, head.teeth, outline=False)
     pen.stroke(mouth, line, 2.0, closed=True)
 
 

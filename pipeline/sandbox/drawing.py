@@ -15,11 +15,11 @@ Color = tuple[int, int, int]
 Points = np.ndarray  # (N, 2) float, in the base units of a 256-pixel head canvas
 
 
-def affine(scale_x: float, scale_y: float, angle_deg: float, center: Sequence[float], to: Sequence[float]) -> np.ndarray:
+def affine(sx: float, sy: float, angle_deg: float, center: Sequence[float], to: Sequence[float]) -> np.ndarray:
     """A (2, 3) matrix that scales and rotates base units about `center` and moves `center` to `to`."""
     theta = np.deg2rad(angle_deg)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    linear = rot @ np.diag([scale_x, scale_y])
+    linear = rot @ np.diag([sx, sy])
     offset = np.asarray(to, float) - linear @ np.asarray(center, float)
     return np.hstack([linear, offset[:, None]])
 
@@ -32,8 +32,9 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 def transform(matrix: np.ndarray, pts: Points) -> np.ndarray:
     """Apply a (2, 3) matrix to (N, 2) points."""
-    pts = np.asarray(pts, float).reshape(-1, 2)
-    return pts @ matrix[:, :2].T + matrix[:, 2]
+    if not isinstance(pts, np.ndarray):
+        pts = np.asarray(pts, float)
+    return pts.reshape(-1, 2) @ matrix[:, :2].T + matrix[:, 2]
 
 
 @cache
@@ -85,6 +86,13 @@ def mirror(pts: Points, cx: float) -> Points:
     return out
 
 
+def sym(*half: tuple[float, float]) -> list[tuple[float, float]]:
+    """A left-to-right path symmetric about x = CX, from (dx, y) points given from the left end to the middle."""
+    left = [(CX - dx, y) for dx, y in half]
+    right = [(CX + dx, y) for dx, y in reversed(half) if dx != 0]
+    return left + right
+
+
 def shade(color: Sequence[float], factor: float) -> Color:
     """Scale a colour's brightness, clipped to 0..255."""
     return tuple(min(255, max(0, int(c * factor))) for c in color)  # type: ignore[return-value]
@@ -92,7 +100,7 @@ def shade(color: Sequence[float], factor: float) -> Color:
 
 def mix(a: Sequence[float], b: Sequence[float], t: float) -> Color:
     """Linear blend of two colours: t = 0 gives a, t = 1 gives b."""
-    return tuple(int(round(x * (1 - t) + y * t)) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+    return tuple(round(x * (1 - t) + y * t) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
 @dataclass
@@ -113,20 +121,25 @@ class Pen:
     outline_factor: float = 0.45
     mask: np.ndarray | None = None
     unit: float = field(init=False)  # pixels per base unit
+    _fixed: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         m = self.matrix
         self.unit = float(np.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
+        self._fixed = (m[:, :2].T * (1 << SHIFT), m[:, 2] * (1 << SHIFT))  # the matrix in fixed-point pixels
 
     def at(self, matrix: np.ndarray) -> Pen:
         """The same pen drawing through another matrix."""
         return replace(self, matrix=matrix)
 
     def _px(self, pts: Points) -> np.ndarray:
-        return np.round(transform(self.matrix, pts) * (1 << SHIFT)).astype(np.int32)
+        linear, offset = self._fixed
+        if not isinstance(pts, np.ndarray):
+            pts = np.asarray(pts, float)
+        return np.rint(pts.reshape(-1, 2) @ linear + offset).astype(np.int32)
 
     def _width(self, width: float) -> int:
-        return max(1, int(round(width * self.unit)))
+        return max(1, round(width * self.unit))
 
     def fill(self, pts: Points, color: Color, outline: bool = True, outline_color: Color | None = None) -> None:
         """Fill a polygon, outlined when the pen has an outline width and `outline` is set."""
@@ -173,10 +186,9 @@ class Pen:
         moved[:, 2] -= (x0, y0)
         sub = Pen(roi.copy(), moved, self.outline, self.outline_factor)
         yield sub
-        mask = np.zeros(roi.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [sub._px(pts)], 255, cv2.LINE_AA, SHIFT)
-        weight = mask.astype(np.float32)[..., None] * (alpha / 255.0)
-        roi[:] = (roi * (1 - weight) + sub.image * weight + 0.5).astype(np.uint8)
+        weight = np.zeros(roi.shape[:2], np.float32)
+        cv2.fillPoly(weight, [sub._px(pts)], alpha, cv2.LINE_AA, SHIFT)
+        roi[:] = cv2.blendLinear(sub.image, roi, weight, 1 - weight)
 
 
 # ---- the base canvas: a 256-unit frontal head whose eye centres never move -----------------------------------------
@@ -217,9 +229,9 @@ class HeadShape:
     def right_side(self, n: int = 20) -> Points:
         """The right half of the outline, from the skull top down to the chin."""
         phi = np.linspace(0.0, np.pi / 2, n)
-        c, s = np.cos(phi), np.sin(phi)
-        upper = np.stack([CX + self.hw * c ** (2 / self.skull_exp), self.mid - (self.mid - self.top) * s ** (2 / self.skull_exp)], 1)
-        lower = np.stack([CX + self.hw * c ** (2 / self.jaw_exp), self.mid + (self.chin - self.mid) * s ** (2 / self.jaw_exp)], 1)
+        c, s, up, low = np.cos(phi), np.sin(phi), 2 / self.skull_exp, 2 / self.jaw_exp
+        upper = np.stack([CX + self.hw * c**up, self.mid - (self.mid - self.top) * s**up], 1)
+        lower = np.stack([CX + self.hw * c**low, self.mid + (self.chin - self.mid) * s**low], 1)
         return np.vstack([upper[::-1], lower[1:]])
 
     def outline(self, grow: float = 0.0) -> Points:
@@ -279,7 +291,8 @@ def _long_back(shape: HeadShape, grow: float, bottom: float, wave: float = 0.0, 
 
 
 def _part(hw: float, depth: float = 150, peak: float = 72) -> list:
-    return [(CX - hw * 0.92, depth - 30), (CX - hw * 0.5, 88), (CX - 3, peak), (CX + hw * 0.5, 88), (CX + hw * 0.92, depth - 30)]
+    """Hairline control points of a centre parting."""
+    return sym((hw * 0.92, depth - 30), (hw * 0.5, 88), (3, peak))
 
 
 @cache
@@ -289,31 +302,32 @@ def hair_shapes(shape: HeadShape, index: int) -> tuple[list[Points], list[Points
     spikes = lambda a: 26 * np.abs((a * 8 / np.pi) % 1 - 0.5) * np.sin(a) ** 2  # noqa: E731
     curls = lambda a: 4 * np.abs(np.sin(a * 11))  # noqa: E731
     quiff = lambda a: 20 * np.exp(-(((a - 1.25) / 0.35) ** 2))  # noqa: E731
-    arc = [(CX - hw * 0.6, 90), (CX, 84), (CX + hw * 0.6, 90)]
-    short = {
-        0: (2.5, 116, [(CX - hw * 0.55, 84), (CX, 78), (CX + hw * 0.55, 84)], None),
-        1: (6, 118, [(CX - hw * 0.7, 94), (CX - hw * 0.3, 88), (CX + hw * 0.3, 88), (CX + hw * 0.7, 94)], None),
-        2: (9, 120, [(CX - hw * 0.8, 104), (CX - hw * 0.2, 97), (CX + hw * 0.3, 84), (CX + hw * 0.7, 86)], None),
+    arc = sym((hw * 0.6, 90), (0, 84))
+    side_part = [(CX + f * hw, y) for f, y in ((-0.8, 104), (-0.2, 97), (0.3, 84), (0.7, 86))]
+    short = {  # grow, temple row, hairline, bumps
+        0: (2.5, 116, sym((hw * 0.55, 84), (0, 78)), None),
+        1: (6, 118, sym((hw * 0.7, 94), (hw * 0.3, 88)), None),
+        2: (9, 120, side_part, None),
         3: (9, 118, arc, spikes),
         4: (20, 126, arc, curls),
-        5: (7, 118, [(CX - hw * 0.6, 90), (CX, 82), (CX + hw * 0.6, 88)], quiff),
-        6: (8, 124, [(CX - hw * 0.85, 101), (CX, 101), (CX + hw * 0.85, 101)], None),
-        7: (5, 122, [(CX - hw * 0.8, 100), (CX - hw * 0.5, 72), (CX, 80), (CX + hw * 0.5, 72), (CX + hw * 0.8, 100)], None),
+        5: (7, 118, sym((hw * 0.6, 90), (0, 82)), quiff),
+        6: (8, 124, sym((hw * 0.85, 101), (0, 101)), None),
+        7: (5, 122, sym((hw * 0.8, 100), (hw * 0.5, 72), (0, 80)), None),
     }
     if index in short:
         grow, temple, line, bump = short[index]
         return [], [_cap(shape, grow, temple, line, bump, taper=0.7 if index == 4 else 0.35)]
-    fringe = [(CX - hw * 0.92, 124), (CX - hw * 0.8, 99), (CX, 99), (CX + hw * 0.8, 99), (CX + hw * 0.92, 124)]
-    sweep = [(CX - hw * 0.92, 118), (CX - hw * 0.6, 104), (CX - hw * 0.1, 92), (CX + hw * 0.5, 80), (CX + hw * 0.9, 118)]
-    bottom_y = shape.mid + 30
+    fringe = sym((hw * 0.92, 124), (hw * 0.8, 99), (0, 99))
+    sweep = [(CX + f * hw, y) for f, y in ((-0.92, 118), (-0.6, 104), (-0.1, 92), (0.5, 80), (0.9, 118))]
+    tail_y = shape.mid + 30
     long = {
         8: ([_long_back(shape, 10, 252)], _cap(shape, 10, 150, _part(hw))),
         9: ([_long_back(shape, 14, 205)], _cap(shape, 13, 160, fringe)),
-        10: ([ellipse((CX + hw + 4, bottom_y), 12, 42, -15)], _cap(shape, 6, 118, arc)),
+        10: ([ellipse((CX + hw + 4, tail_y), 12, 42, -15)], _cap(shape, 6, 118, arc)),
         11: ([_long_back(shape, 12, 256, wave=4)], _cap(shape, 12, 150, _part(hw))),
         12: ([ellipse((CX, shape.top - 8), 22, 20)], _cap(shape, 5, 118, arc)),
         13: ([_long_back(shape, 11, 228)], _cap(shape, 11, 150, sweep)),
-        14: ([ellipse((CX - hw - 12, bottom_y), 13, 36, 10), ellipse((CX + hw + 12, bottom_y), 13, 36, -10)],
+        14: ([ellipse((CX - hw - 12, tail_y), 13, 36, 10), ellipse((CX + hw + 12, tail_y), 13, 36, -10)],
              _cap(shape, 7, 126, _part(hw, 126, 74))),
         15: ([_long_back(shape, 18, 245, wave=3, bump=curls)], _cap(shape, 16, 150, _part(hw, 150, 86), curls)),
     }  # fmt: skip
@@ -343,20 +357,16 @@ def _jaw_band(shape: HeadShape, y0: float, grow: float, inner: list) -> Points:
 def draw_beard(pen: Pen, shape: HeadShape, index: int, color: Color) -> None:
     """Draw a beard option below the mouth line (moustaches are drawn by `draw_moustache`)."""
     hw, chin = shape.hw, shape.chin
-    around_mouth = [(CX - 26, 172), (CX - 24, 196), (CX, 202), (CX + 24, 196), (CX + 26, 172)]
-    full = _jaw_band(shape, 140, 3, [(CX - hw * 0.82, 140), (CX - hw * 0.6, 164), *around_mouth,
-                                     (CX + hw * 0.6, 164), (CX + hw * 0.82, 140)])  # fmt: skip
-    goatee = smooth([(CX - 14, 194), (CX - 16, chin - 8), (CX, chin + 3), (CX + 16, chin - 8), (CX + 14, 194), (CX, 199)])
+    full = _jaw_band(shape, 140, 3, sym((hw * 0.82, 140), (hw * 0.6, 164), (26, 172), (24, 196), (0, 202)))
+    goatee = smooth([*sym((14, 194), (16, chin - 8), (0, chin + 3)), (CX, 199)])
     if index == 0:
-        stubble = _jaw_band(shape, 150, 0.5, [(CX - hw * 0.8, 150), (CX - hw * 0.55, 166), (CX - 24, 168),
-                                              (CX - 26, 180), (CX, 168), (CX + 26, 180), (CX + 24, 168),
-                                              (CX + hw * 0.55, 166), (CX + hw * 0.8, 150)])  # fmt: skip
-        pen.blend(stubble, color, 0.2)
+        stubble = sym((hw * 0.8, 150), (hw * 0.55, 166), (24, 168), (26, 180), (0, 168))
+        pen.blend(_jaw_band(shape, 150, 0.5, stubble), color, 0.2)
     elif index in (1, 6):
         pen.fill(goatee, color)
     elif index == 2:
         pen.fill(full, color)
-    elif index == 4:
+    elif index == 4:  # chin strap along the jaw line
         right = shape.right_side(40)
         band = right[right[:, 1] >= 140]
         inner = (band - (CX, shape.mid)) * 0.9 + (CX, shape.mid)
@@ -368,18 +378,15 @@ def draw_beard(pen: Pen, shape: HeadShape, index: int, color: Color) -> None:
         chop = np.vstack([edge, (edge - np.hstack([width, 0 * width]))[::-1]])
         pen.fill(chop, color)
         pen.fill(mirror(chop, CX), color)
-    elif index == 7:
-        pen.fill(smooth([(CX - hw * 0.62, chin - 26), (CX - hw * 0.45, chin + 24), (CX, chin + 40),
-                         (CX + hw * 0.45, chin + 24), (CX + hw * 0.62, chin - 26)]), color)  # fmt: skip
+    elif index == 7:  # long full beard
+        pen.fill(smooth(sym((hw * 0.62, chin - 26), (hw * 0.45, chin + 24), (0, chin + 40))), color)
         pen.fill(full, color)
 
 
 def draw_moustache(pen: Pen, index: int, color: Color) -> None:
     """Draw the moustache of beard options that have one."""
     if index in (2, 3, 6, 7):
-        pts = [(CX - 25, 182), (CX - 12, 169), (CX, 172), (CX + 12, 169), (CX + 25, 182), (CX + 12, 177), (CX, 178),
-               (CX - 12, 177)]  # fmt: skip
-        pen.fill(smooth(pts, True, 2), color)
+        pen.fill(smooth(sym((25, 182), (12, 169), (0, 172)) + sym((12, 177), (0, 178))[::-1]), color)
 
 
 def _rounded_rect(cx: float, cy: float, hw: float, hh: float, r: float) -> Points:
@@ -445,10 +452,10 @@ def draw_hat(pen: Pen, shape: HeadShape, index: int) -> None:
         pen.fill(_crown(shape, 12, 96), color)
         pen.fill(_rounded_rect(CX, 90, hw + 13, 8, 3), dark)
     elif index == 2:  # cowboy hat
-        pen.fill(smooth([(CX - hw * 0.66, 88), (CX - hw * 0.56, top - 20), (CX - hw * 0.22, top - 30), (CX, top - 20),
-                         (CX + hw * 0.22, top - 30), (CX + hw * 0.56, top - 20), (CX + hw * 0.66, 88)], True, 1), color)  # fmt: skip
-        pen.fill(smooth([(CX - hw - 52, 66), (CX - hw, 84), (CX, 92), (CX + hw, 84), (CX + hw + 52, 66),
-                         (CX + hw + 10, 90), (CX, 98), (CX - hw - 10, 90)], True, 2), dark)  # fmt: skip
+        pen.fill(
+            smooth(sym((hw * 0.66, 88), (hw * 0.56, top - 20), (hw * 0.22, top - 30), (0, top - 20)), True, 1), color
+        )
+        pen.fill(smooth(sym((hw + 52, 66), (hw, 84), (0, 92)) + sym((hw + 10, 90), (0, 98))[::-1]), dark)
     elif index == 3:  # top hat
         pen.fill(_rounded_rect(CX, top - 10, hw * 0.72, 50, 2), color)
         pen.fill(_rounded_rect(CX, top + 28, hw * 0.72, 6, 1), (150, 30, 40))
@@ -459,11 +466,9 @@ def draw_hat(pen: Pen, shape: HeadShape, index: int) -> None:
         pen.fill(band, color)
     elif index == 5:  # bucket hat
         pen.fill(_crown(shape, 10, 90), color)
-        pen.fill(smooth([(CX - hw - 26, 106), (CX - hw - 10, 84), (CX + hw + 10, 84), (CX + hw + 26, 106),
-                         (CX, 98)], True, 2), dark)  # fmt: skip
+        pen.fill(smooth([*sym((hw + 26, 106), (hw + 10, 84)), (CX, 98)]), dark)
     elif index == 6:  # fedora
-        pen.fill(smooth([(CX - hw * 0.78, 88), (CX - hw * 0.7, top - 16), (CX - 12, top - 26), (CX, top - 18),
-                         (CX + 12, top - 26), (CX + hw * 0.7, top - 16), (CX + hw * 0.78, 88)], True, 1), color)  # fmt: skip
+        pen.fill(smooth(sym((hw * 0.78, 88), (hw * 0.7, top - 16), (12, top - 26), (0, top - 18)), True, 1), color)
         pen.fill(_rounded_rect(CX, 78, hw * 0.76, 6, 1), (30, 30, 30))
         pen.fill(ellipse((CX, 90), hw + 30, 9), dark)
     else:  # beret

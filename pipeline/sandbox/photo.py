@@ -21,10 +21,11 @@ JPEG_QUALITY = (60, 95)
 # Bundled scikit-image pictures without faces: camera and astronaut have one, and the blobs of moon, cell, gravel and
 # immunohistochemistry make OpenCV's Haar cascade see faces that are not there.
 TEXTURES = ("brick", "grass", "rocket", "coffee", "hubble_deep_field")
-KEY_LIGHT = 1.0
-ROUND = (0.75, 2.0, 0.3)
-SOCKET = (20, 11)
-RELIEF = (0.3, 0.12, 0.08, 0.0)  # face relief in the lighting field: eye sockets, nose bridge, cheekbones, forehead
+# Lighting, tuned so that OpenCV's frontal-face Haar cascade finds these faces as it finds real ones: a round head that
+# darkens towards its sides, dark eye sockets, a lit nose bridge and cheekbones, and a shadow under the chin.
+ROUNDNESS = 0.75  # darkening at the sides of the head
+SOCKETS = 0.3  # darkening around the eyes
+FACE_KEY_LUMA = (110, 150)  # photographers expose for the face: darker skin gets more light, never less
 CLOTHES = ((40, 60, 110), (150, 30, 40), (230, 230, 225), (30, 30, 30), (90, 120, 70), (200, 160, 60),
            (120, 120, 130), (70, 40, 90), (210, 110, 60), (20, 90, 110))  # fmt: skip
 
@@ -131,7 +132,7 @@ def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], fac
     face = compose(head, affine(1 - 0.05 * abs(yaw), 1, 0, (CX, 0), (CX + 7 * yaw, 0)))
     nose = compose(head, affine(1, 1, 0, (CX, 0), (CX + 11 * yaw, 0)))
     angle = rng.uniform(0, 2 * np.pi)
-    gain = max(1.0, rng.uniform(110, 150) / skin_luma) ** KEY_LIGHT
+    gain = max(1.0, rng.uniform(*FACE_KEY_LUMA) / skin_luma)
     return _Pose(head, face, nose, (float(np.cos(angle)), float(np.sin(angle))), rng.uniform(0.12, 0.35), gain)
 
 
@@ -156,8 +157,9 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, f
     ys, xs = np.nonzero(mask[::4, ::4])
     if len(xs) == 0:
         return
-    x0, y0, x1, y1 = xs.min() * 4, ys.min() * 4, min(xs.max() * 4 + 4, mask.shape[1]), min(ys.max() * 4 + 4, mask.shape[0])
-    gy, gx = np.mgrid[y0:y1:4, x0:x1:4].astype(np.float32)
+    x0, y0 = xs.min() * 4, ys.min() * 4
+    x1, y1 = min(xs.max() * 4 + 4, mask.shape[1]), min(ys.max() * 4 + 4, mask.shape[0])
+    gy, gx = np.mgrid[y0:y1:4, x0:x1:4].astype(np.float32)  # the field is smooth: a quarter resolution will do
 
     def base(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inv = cv2.invertAffineTransform(matrix)
@@ -169,35 +171,23 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, f
     dy = np.clip((v - shape.mid) / np.where(v < shape.mid, shape.mid - shape.top, shape.chin - shape.mid), -1.5, 1.5)
     field = 1 + pose.strength * (dx * pose.light[0] + dy * pose.light[1])
     head = np.clip((shape.chin + 15 - v) / 20, 0, 1)  # the head is round; the clothes below are not
-    field -= ROUND[0] * head * np.clip(np.abs(dx) ** ROUND[1] + 0.5 * dy**2 - ROUND[2], 0, 1)
+    field -= ROUNDNESS * head * np.clip(dx**2 + 0.5 * dy**2 - 0.3, 0, 1)
 
     def bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
         return np.exp(-(((fu - cx) / sx) ** 2 + ((fv - cy) / sy) ** 2))
 
     if face:
-        socket, bridge, cheek, forehead = RELIEF
-        field -= socket * (bump(CX - EYE_DX, EYE_Y - 4, SOCKET[0], SOCKET[1]) + bump(CX + EYE_DX, EYE_Y - 4, SOCKET[0], SOCKET[1]))
-        field += bridge * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)
-        field += cheek * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))
-        field += forehead * bump(CX, 92, 30, 10)
-    field -= 0.35 * np.exp(-(((v - shape.chin - 10) / 16) ** 2)) * (np.abs(u - CX) < shape.hw * 0.7) * (v > shape.chin - 4)
+        field -= SOCKETS * (bump(CX - EYE_DX, EYE_Y - 4, 20, 11) + bump(CX + EYE_DX, EYE_Y - 4, 20, 11))
+        field += 0.12 * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)  # nose bridge, under the nose
+        field += 0.08 * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))  # cheekbones
+    under_chin = (v > shape.chin - 4) & (np.abs(u - CX) < shape.hw * 0.7)
+    field -= 0.35 * np.exp(-(((v - shape.chin - 10) / 16) ** 2)) * under_chin
     field *= 1 + (pose.gain - 1) * np.clip(1.4 - dx**2 - dy**2, 0, 1)  # the key light is aimed at the face
     field = cv2.resize(field, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     weight = mask[y0:y1, x0:x1].astype(np.float32) / 255
     gain = (1 + (field - 1) * weight)[..., None]
     roi = image[y0:y1, x0:x1]
     roi[:] = np.clip(roi * gain, 0, 255).astype(np.uint8)
-
-
-def _expose(image: np.ndarray, skin: tuple[int, int, int], target: float) -> np.ndarray:
-    """Face-priority auto exposure: a linear gain that lifts the skin's luma to `target`, highlights rolled off."""
-    gain = target / max(luma(skin), 1.0)
-    if gain <= 1.0:
-        return image
-    knee = 200.0
-    lifted = np.arange(256, dtype=np.float32) * gain
-    rolled = knee + (255 - knee) * (1 - np.exp(-(lifted - knee) / (255 - knee)))
-    return cv2.LUT(image, np.clip(np.where(lifted > knee, rolled, lifted), 0, 255).astype(np.uint8))
 
 
 def _place(rng: random.Random, w: int, h: int, shape: HeadShape, frac: tuple[float, float], xs: tuple[float, float]):
@@ -222,7 +212,9 @@ def render_photo(name: str, index: int, seed: int) -> PhotoRender:
     image = _background(rng, w, h)
     spec = identity_spec(name, seed)
     faces: list[Landmarks] = []
-    people = [spec] if kind == "single" else [spec, spec if rng.random() < 0.5 else identity_spec(f"{name}#{index}", seed)]
+    people = (
+        [spec] if kind == "single" else [spec, spec if rng.random() < 0.5 else identity_spec(f"{name}#{index}", seed)]
+    )
     for slot, person in enumerate(people if kind != "no_face" else [spec]):
         head = Head.from_spec(person, photo=True)
         if kind == "single":
