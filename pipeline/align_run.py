@@ -218,7 +218,26 @@ def run_align(params: Params, progress: bool = True) -> dict[str, Any]:
                               {"crawl": {kind: resolved(getattr(params.crawl, kind))}}, progress)  # fmt: skip
         metrics[kind] = report.metrics()
     metrics["faces"].update(ground_truth_rates(out_root / "faces.parquet"))
+    write_sample_sheet(out_root, Path(params.align.samples), params.align)
     return metrics
+
+
+def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_domain: int = 24) -> None:
+    """A picture to check alignment at a glance: aligned faces above aligned avatars, template eyes marked."""
+    from pipeline.viz import image_grid, save_png
+
+    tiles: list[np.ndarray] = []
+    for kind in ("faces", "avatars"):
+        frame = pd.read_parquet(out_root / f"{kind}.parquet")
+        paths = sorted(frame.loc[frame["status"] == "ok", "path"])[:per_domain]
+        for path in paths:
+            tile = cv2.cvtColor(cv2.imread(str(out_root / kind / path)), cv2.COLOR_BGR2RGB)
+            for fx, fy in (params.left_eye, params.right_eye):  # where every eye should sit
+                centre = (round(fx * params.size), round(fy * params.size))
+                cv2.drawMarker(tile, centre, (0, 255, 0), cv2.MARKER_CROSS, 9, 1)
+            tiles.append(tile)
+    if tiles:
+        save_png(target, image_grid(tiles, cols=8))
 
 
 def ground_truth_rates(manifest: Path) -> dict[str, float]:

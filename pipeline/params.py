@@ -181,6 +181,7 @@ class AlignParams(_Section):
     chunk_size: int = Field(16, ge=1, le=10_000)
     out_dir: str = "data/aligned"
     metrics: str = "metrics/align.json"
+    samples: str = "reports/align_samples.png"  # aligned faces over aligned avatars, template eyes marked
 
     @model_validator(mode="after")
     def _eyes(self) -> AlignParams:

@@ -14,6 +14,7 @@ from pipeline.sandbox.drawing import (
     CX,
     EYE_DX,
     EYE_Y,
+    FACE_TOP,
     MOUTH_Y,
     NOSE_Y,
     Color,
@@ -53,7 +54,7 @@ class Landmarks:
 
 def posed_landmarks(shape: HeadShape, face: np.ndarray, nose: np.ndarray | None = None) -> Landmarks:
     """Landmarks of a head whose features are drawn through the (2, 3) matrices `face` and `nose`."""
-    top = BROW_Y - 12.0
+    top = FACE_TOP
     eyes = transform(face, [(CX - EYE_DX, EYE_Y), (CX + EYE_DX, EYE_Y)])
     mouth = transform(face, [(CX, MOUTH_Y)])[0]
     nose_pt = transform(face if nose is None else nose, [(CX, NOSE_Y)])[0]
@@ -173,7 +174,7 @@ def _eye_white(kind: int, side: int, photo: bool = False) -> tuple[Points, Point
 
     Photos draw every option at a realistic size (no dot eyes, no saucers), keeping its shape and tilt.
     """
-    a, b, tilt, _ = EYES[kind]
+    a, b, tilt = (float(v) for v in EYES[kind][:3])
     if photo:
         a, b, tilt = min(max(a, 10), 12) * 0.85, min(max(b, 5.5), 8) * 0.85, tilt * 0.85
     if kind in (1, 2, 5):

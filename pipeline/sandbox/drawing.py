@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
@@ -13,6 +13,9 @@ import numpy as np
 SHIFT = 4  # sub-pixel bits for cv2 drawing calls
 Color = tuple[int, int, int]
 Points = np.ndarray  # (N, 2) float, in the base units of a 256-pixel head canvas
+Path = Sequence[tuple[float, float]]
+PointsLike = np.ndarray | Path  # anything np.asarray turns into (N, 2) points
+Bump = Callable[[np.ndarray], np.ndarray]  # extra growth of hair as a function of the angle on the skull
 
 
 def affine(sx: float, sy: float, angle_deg: float, center: Sequence[float], to: Sequence[float]) -> np.ndarray:
@@ -30,7 +33,7 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return full[:2]
 
 
-def transform(matrix: np.ndarray, pts: Points) -> np.ndarray:
+def transform(matrix: np.ndarray, pts: PointsLike) -> np.ndarray:
     """Apply a (2, 3) matrix to (N, 2) points."""
     if not isinstance(pts, np.ndarray):
         pts = np.asarray(pts, float)
@@ -67,7 +70,7 @@ def bezier(*ctrl: Sequence[float], n: int = 16) -> Points:
     return _bernstein(len(ctrl), n) @ np.asarray(ctrl, float)
 
 
-def smooth(pts: Sequence[Sequence[float]], closed: bool = True, rounds: int = 2) -> Points:
+def smooth(pts: PointsLike, closed: bool = True, rounds: int = 2) -> Points:
     """Chaikin corner cutting: a smooth curve through the neighbourhood of `pts`."""
     p = np.asarray(pts, float)
     for _ in range(rounds):
@@ -132,7 +135,7 @@ class Pen:
         """The same pen drawing through another matrix."""
         return replace(self, matrix=matrix)
 
-    def _px(self, pts: Points) -> np.ndarray:
+    def _px(self, pts: PointsLike) -> np.ndarray:
         linear, offset = self._fixed
         if not isinstance(pts, np.ndarray):
             pts = np.asarray(pts, float)
@@ -141,7 +144,7 @@ class Pen:
     def _width(self, width: float) -> int:
         return max(1, round(width * self.unit))
 
-    def fill(self, pts: Points, color: Color, outline: bool = True, outline_color: Color | None = None) -> None:
+    def fill(self, pts: PointsLike, color: Color, outline: bool = True, outline_color: Color | None = None) -> None:
         """Fill a polygon, outlined when the pen has an outline width and `outline` is set."""
         px = self._px(pts)
         cv2.fillPoly(self.image, [px], color, cv2.LINE_AA, SHIFT)
@@ -151,7 +154,7 @@ class Pen:
             edge = outline_color or shade(color, self.outline_factor)
             cv2.polylines(self.image, [px], True, edge, self._width(self.outline), cv2.LINE_AA, SHIFT)
 
-    def stroke(self, pts: Points, color: Color, width: float, closed: bool = False) -> None:
+    def stroke(self, pts: PointsLike, color: Color, width: float, closed: bool = False) -> None:
         """Draw a polyline `width` base units thick."""
         px = self._px(pts)
         cv2.polylines(self.image, [px], closed, color, self._width(width), cv2.LINE_AA, SHIFT)
@@ -162,14 +165,14 @@ class Pen:
         """A filled circle (no outline), radius in base units."""
         self.fill(ellipse(center, radius, radius, n=max(12, int(6 + radius * self.unit))), color, outline=False)
 
-    def blend(self, pts: Points, color: Color, alpha: float) -> None:
+    def blend(self, pts: PointsLike, color: Color, alpha: float) -> None:
         """Fill a polygon with a translucent colour."""
         with self.clip(pts, alpha) as sub:
             if sub is not None:
                 sub.image[:] = color
 
     @contextmanager
-    def clip(self, pts: Points, alpha: float = 1.0) -> Iterator[Pen | None]:
+    def clip(self, pts: PointsLike, alpha: float = 1.0) -> Iterator[Pen | None]:
         """Yield a pen on a copy of the polygon's bounding box; on exit only the inside of `pts` is kept.
 
         Yields None when the polygon lies outside the image.
@@ -194,6 +197,7 @@ class Pen:
 # ---- the base canvas: a 256-unit frontal head whose eye centres never move -----------------------------------------
 CX, EYE_Y, EYE_DX = 128.0, 130.0, 25.0
 BROW_Y, NOSE_Y, MOUTH_Y = 111.0, 158.0, 184.0
+FACE_TOP = BROW_Y - 12.0  # top of the face box, which runs from just above the brows to the chin
 
 # jaw option index -> (skull top, widest row, chin, half width, skull exponent, jaw exponent)
 JAWS = (
@@ -248,7 +252,7 @@ class HeadShape:
         right = self._profile
         return float(np.interp(y, right[:, 1], right[:, 0] - CX, left=0.0, right=0.0))
 
-    def skull(self, grow: float, a0: float = -10.0, a1: float = 190.0, bump=None, n: int = 48,
+    def skull(self, grow: float, a0: float = -10.0, a1: float = 190.0, bump: Bump | None = None, n: int = 48,
               taper: float = 1.0) -> Points:  # fmt: skip
         """An arc over the skull grown by `grow` (plus bump(angle)), from angle a0 (right) to a1 (left).
 
@@ -269,7 +273,8 @@ HAT_COLORS = ((200, 40, 45), (40, 60, 120), (150, 110, 70), (30, 30, 35), (240, 
 GLASSES_COLORS = ((40, 40, 45), (60, 60, 70), (20, 20, 22), (190, 160, 90), (150, 30, 40), (25, 25, 30))
 
 
-def _cap(shape: HeadShape, grow: float, temple_y: float, hairline: list, bump=None, taper: float = 1.0) -> Points:
+def _cap(shape: HeadShape, grow: float, temple_y: float, hairline: Path, bump: Bump | None = None,
+         taper: float = 1.0) -> Points:  # fmt: skip
     """Hair over the skull: an arc grown `grow` units down to `temple_y`, closed by a hairline through `hairline`."""
     e = 2 / shape.skull_exp
     s = np.clip((shape.mid - temple_y) / (shape.mid - shape.top + grow), -1, 1)
@@ -280,7 +285,7 @@ def _cap(shape: HeadShape, grow: float, temple_y: float, hairline: list, bump=No
     return np.vstack([outer, line[1:-1]])
 
 
-def _long_back(shape: HeadShape, grow: float, bottom: float, wave: float = 0.0, bump=None) -> Points:
+def _long_back(shape: HeadShape, grow: float, bottom: float, wave: float = 0.0, bump: Bump | None = None) -> Points:
     """Hair hanging behind the head from the skull down to `bottom`."""
     arc = shape.skull(grow, 0, 180, bump)
     ys = np.linspace(shape.mid, bottom, 14)
@@ -290,7 +295,7 @@ def _long_back(shape: HeadShape, grow: float, bottom: float, wave: float = 0.0, 
     return np.vstack([arc, mirror(right, CX)[::-1], right[::-1]])
 
 
-def _part(hw: float, depth: float = 150, peak: float = 72) -> list:
+def _part(hw: float, depth: float = 150, peak: float = 72) -> Path:
     """Hairline control points of a centre parting."""
     return sym((hw * 0.92, depth - 30), (hw * 0.5, 88), (3, peak))
 
@@ -304,7 +309,7 @@ def hair_shapes(shape: HeadShape, index: int) -> tuple[list[Points], list[Points
     quiff = lambda a: 20 * np.exp(-(((a - 1.25) / 0.35) ** 2))  # noqa: E731
     arc = sym((hw * 0.6, 90), (0, 84))
     side_part = [(CX + f * hw, y) for f, y in ((-0.8, 104), (-0.2, 97), (0.3, 84), (0.7, 86))]
-    short = {  # grow, temple row, hairline, bumps
+    short: dict[int, tuple[float, float, Path, Bump | None]] = {  # grow, temple row, hairline, bumps
         0: (2.5, 116, sym((hw * 0.55, 84), (0, 78)), None),
         1: (6, 118, sym((hw * 0.7, 94), (hw * 0.3, 88)), None),
         2: (9, 120, side_part, None),
@@ -346,7 +351,8 @@ def draw_hair(pen: Pen, shape: HeadShape, index: int, color: Color, layer: str, 
         pen.stroke(shape.skull(-6, 55, 95, n=12), shade(color, 1.35) if sum(color) < 600 else shade(color, 0.9), 3)
 
 
-def _jaw_band(shape: HeadShape, y0: float, grow: float, inner: list) -> Points:
+def _jaw_band(shape: HeadShape, y0: float, grow: float, inner: Path) -> Points:
+    """The face below row y0, grown outward by `grow`, closed by the `inner` path from left to right."""
     right = shape.right_side(40)
     right = right[right[:, 1] >= y0]
     d = right - (CX, shape.mid)
@@ -457,8 +463,9 @@ def draw_hat(pen: Pen, shape: HeadShape, index: int) -> None:
         )
         pen.fill(smooth(sym((hw + 52, 66), (hw, 84), (0, 92)) + sym((hw + 10, 90), (0, 98))[::-1]), dark)
     elif index == 3:  # top hat
-        pen.fill(_rounded_rect(CX, top - 10, hw * 0.72, 50, 2), color)
-        pen.fill(_rounded_rect(CX, top + 28, hw * 0.72, 6, 1), (150, 30, 40))
+        crown_top = max(top - 40, 6)
+        pen.fill(_rounded_rect(CX, (crown_top + 90) / 2, hw * 0.72, (90 - crown_top) / 2, 2), color)
+        pen.fill(_rounded_rect(CX, 80, hw * 0.72, 5, 1), (150, 30, 40))
         pen.fill(ellipse((CX, 90), hw + 22, 8), color)
     elif index == 4:  # headband
         band = np.vstack([bezier((CX - hw - 4, 92), (CX, 74), (CX + hw + 4, 92)),

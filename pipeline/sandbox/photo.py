@@ -12,7 +12,7 @@ import numpy as np
 import skimage.data
 
 from pipeline.sandbox.avatar import Head, Landmarks, Pens, draw_head, luma, posed_landmarks
-from pipeline.sandbox.drawing import BROW_Y, CX, EYE_DX, EYE_Y, HeadShape, Pen, affine, compose, shade, smooth
+from pipeline.sandbox.drawing import CX, EYE_DX, EYE_Y, FACE_TOP, HeadShape, Pen, affine, compose, shade, smooth
 from pipeline.sandbox.traits import GENDERS, NONE, AvatarSpec, catalogue_options, make_spec
 
 KINDS = ("single", "no_face", "two_faces")
@@ -128,7 +128,7 @@ def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], fac
     """A random yaw/roll pose with the face box (face_px wide) centred near `center`."""
     yaw, roll = rng.uniform(-1.0, 1.0), rng.uniform(-12.0, 12.0)
     scale = face_px / (2 * shape.hw)
-    head = affine(scale * (1 - 0.1 * abs(yaw)), scale, roll, (CX, (BROW_Y + shape.chin) / 2), center)
+    head = affine(scale * (1 - 0.1 * abs(yaw)), scale, roll, (CX, (FACE_TOP + shape.chin) / 2), center)
     face = compose(head, affine(1 - 0.05 * abs(yaw), 1, 0, (CX, 0), (CX + 7 * yaw, 0)))
     nose = compose(head, affine(1, 1, 0, (CX, 0), (CX + 11 * yaw, 0)))
     angle = rng.uniform(0, 2 * np.pi)
@@ -142,7 +142,8 @@ def _draw_person(image: np.ndarray, head: Head, pose: _Pose, clothes: tuple[int,
     pen = Pen(image, pose.head, mask=mask)
     torso = smooth([(CX - 168, 330), (CX - 150, 275), (CX - 110, 252), (CX - 55, 240), (CX + 55, 240),
                     (CX + 110, 252), (CX + 150, 275), (CX + 168, 330)], False, 2)  # fmt: skip
-    pen.fill(np.vstack([[(CX - 200, 3000)], torso, [(CX + 200, 3000)]]), clothes)
+    arms = np.array([(CX + 215, 560), (CX + 240, 3000), (CX - 240, 3000), (CX - 215, 560)])
+    pen.fill(np.vstack([torso, arms]), clothes)
     if face:
         pen.fill(np.array([(CX - 40, 244), (CX, 282), (CX + 40, 244)]), shade(head.skin, 0.85))
         draw_head(Pens(pen, pen.at(pose.face), pen.at(pose.nose)), head)
@@ -180,60 +181,59 @@ def _shade(image: np.ndarray, mask: np.ndarray, shape: HeadShape, pose: _Pose, f
         field -= SOCKETS * (bump(CX - EYE_DX, EYE_Y - 4, 20, 11) + bump(CX + EYE_DX, EYE_Y - 4, 20, 11))
         field += 0.12 * bump(CX, 140, 6, 18) - 0.15 * bump(CX, 166, 10, 4)  # nose bridge, under the nose
         field += 0.08 * (bump(CX - 30, 160, 12, 10) + bump(CX + 30, 160, 12, 10))  # cheekbones
-    under_chin = (v > shape.chin - 4) & (np.abs(u - CX) < shape.hw * 0.7)
+    under_chin = (v > shape.chin - 4) * np.exp(-(((u - CX) / (0.6 * shape.hw)) ** 4))
     field -= 0.35 * np.exp(-(((v - shape.chin - 10) / 16) ** 2)) * under_chin
     field *= 1 + (pose.gain - 1) * np.clip(1.4 - dx**2 - dy**2, 0, 1)  # the key light is aimed at the face
-    field = cv2.resize(field, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    full = cv2.resize(field, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     weight = mask[y0:y1, x0:x1].astype(np.float32) / 255
-    gain = (1 + (field - 1) * weight)[..., None]
+    gain = (1 + (full - 1) * weight)[..., None]
     roi = image[y0:y1, x0:x1]
     roi[:] = np.clip(roi * gain, 0, 255).astype(np.uint8)
 
 
-def _place(rng: random.Random, w: int, h: int, shape: HeadShape, frac: tuple[float, float], xs: tuple[float, float]):
-    """Face width in pixels and the face-box centre for a head whose face fits inside the image."""
-    face_px = rng.uniform(*frac) * w
-    box_h = face_px * (shape.chin - BROW_Y + 12) / (2 * shape.hw)
-    face_px = min(face_px, 0.8 * h / (box_h / face_px))
-    box_h = face_px * (shape.chin - BROW_Y + 12) / (2 * shape.hw)
-    x = rng.uniform(*xs) * w
-    x = float(np.clip(x, 0.6 * face_px, w - 0.6 * face_px))
-    y_lo, y_hi = 0.62 * box_h, h - 0.62 * box_h
-    y = rng.uniform(y_lo, max(y_lo, min(y_hi, 0.6 * h)))
-    return face_px, (x, y)
+def _place(
+    rng: random.Random, w: int, h: int, shape: HeadShape, frac: tuple[float, float], xs: tuple[float, float]
+) -> tuple[float, tuple[float, float]]:
+    """Face width in pixels and the face-box centre, drawn so that the whole (rolled) face box fits in the image."""
+    aspect = (shape.chin - FACE_TOP) / (2 * shape.hw)  # face box height / width
+    face_px = min(rng.uniform(*frac) * w, 0.8 * h / aspect)
+    x = float(np.clip(rng.uniform(*xs) * w, 0.6 * face_px, w - 0.6 * face_px))
+    y_lo = 0.62 * face_px * aspect
+    return face_px, (x, rng.uniform(y_lo, max(y_lo, min(h - y_lo, 0.6 * h))))
 
 
 def render_photo(name: str, index: int, seed: int) -> PhotoRender:
-    """Draw photo `index` of the synthetic identity `name`: deterministic per (name, index, seed)."""
+    """Draw photo `index` of the synthetic identity `name`: deterministic per (name, index, seed).
+
+    A "single" photo shows the identity, a "two_faces" photo shows it beside itself or beside a derived companion,
+    and a "no_face" photo shows background, or someone seen from behind.
+    """
     rng = _rng("photo", seed, name, index)
     kind = photo_kind(name, index, seed)
     w = rng.randint(320, 640)
-    h = int(round(w / rng.uniform(3 / 4, 4 / 3)))
+    h = round(w / rng.uniform(3 / 4, 4 / 3))
     image = _background(rng, w, h)
     spec = identity_spec(name, seed)
+    if kind == "single":  # (spec, face width as a share of the image width, where the face centre may go)
+        people = [(spec, (0.2, 0.45), (0.3, 0.7))]
+    elif kind == "two_faces":
+        companion = spec if rng.random() < 0.5 else identity_spec(f"{name}#{index}", seed)
+        people = [(spec, (0.16, 0.24), (0.24, 0.28)), (companion, (0.16, 0.24), (0.74, 0.78))]
+    else:
+        people = [(spec, (0.2, 0.4), (0.25, 0.75))] if rng.random() < 0.7 else []
     faces: list[Landmarks] = []
-    people = (
-        [spec] if kind == "single" else [spec, spec if rng.random() < 0.5 else identity_spec(f"{name}#{index}", seed)]
-    )
-    for slot, person in enumerate(people if kind != "no_face" else [spec]):
+    for person, width, xs in people:
         head = Head.from_spec(person, photo=True)
-        if kind == "single":
-            face_px, center = _place(rng, w, h, head.shape, (0.2, 0.45), (0.3, 0.7))
-        elif kind == "two_faces":
-            face_px, center = _place(rng, w, h, head.shape, (0.16, 0.24), (0.24 + 0.5 * slot, 0.28 + 0.5 * slot))
-        else:
-            face_px, center = _place(rng, w, h, head.shape, (0.2, 0.4), (0.25, 0.75))
+        face_px, center = _place(rng, w, h, head.shape, width, xs)
         pose = _pose(rng, head.shape, center, face_px, luma(head.skin))
         _draw_person(image, head, pose, CLOTHES[rng.randrange(len(CLOTHES))], face=kind != "no_face")
         if kind != "no_face":
             faces.append(posed_landmarks(head.shape, pose.face, pose.nose))
-    sigma = rng.uniform(0.4, 1.3) * w / 480
-    image = cv2.GaussianBlur(image, (0, 0), sigma)
+    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.3) * w / 480)
     noise = _noise_tile()
     ny, nx = rng.randint(0, noise.shape[0] - h), rng.randint(0, noise.shape[1] - w)
     noisy = cv2.scaleAdd(noise[ny : ny + h, nx : nx + w], rng.uniform(1.5, 6.0), image.astype(np.float32))
-    image = np.clip(noisy, 0, 255).astype(np.uint8)
-    return PhotoRender(image, tuple(faces), kind)
+    return PhotoRender(np.clip(noisy, 0, 255).astype(np.uint8), tuple(faces), kind)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
