@@ -63,6 +63,11 @@ def test_every_single_trait_change_changes_pixels(gender: int, style: int) -> No
     assert not unchanged, f"these options draw nothing new for gender {gender} style {style}: {unchanged}"
 
 
+def test_a_spec_missing_traits_fails_early() -> None:
+    with pytest.raises(ValueError, match="lacks trait keys"):
+        render_avatar(traits.AvatarSpec(1, 5, (("jaw", 1000),)))
+
+
 def test_random_avatars_are_visibly_different() -> None:
     catalogue = traits.parse_catalogue(traits.catalogue_json())
     images = [render_avatar(s).astype(np.int16) for s in traits.sample_specs(catalogue, 24, 3, (1, 2), (4, 5))]

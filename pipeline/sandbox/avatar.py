@@ -1,4 +1,4 @@
-"""Flat cartoon avatar renderer: one deterministic frontal head per trait combination, drawn with OpenCV."""
+"""Cartoon head renderer: one deterministic frontal avatar per trait combination, drawn with OpenCV."""
 
 from __future__ import annotations
 
@@ -72,7 +72,11 @@ def posed_landmarks(shape: HeadShape, face: np.ndarray, nose: np.ndarray | None 
 
 @dataclass(frozen=True)
 class Head:
-    """What the renderer needs from a spec: the option index of every part and the derived colours."""
+    """What the renderer needs from a spec: the option index of every part and the derived colours.
+
+    With `photo` set, the same parts are drawn for a synthetic photo: colours keep their brightness relative to the
+    skin, eyes and brows take realistic sizes, and outlines and cel shading are left to the photo's lighting.
+    """
 
     parts: dict[str, int]
     shape: HeadShape
@@ -90,13 +94,22 @@ class Head:
 
     @classmethod
     def from_spec(cls, spec: AvatarSpec, photo: bool = False) -> Head:
+        """Read a spec (whose traits come from the catalogue).
+
+        Raises:
+            ValueError: if the spec lacks a trait key.
+        """
         traits = spec.trait_dict
+        missing = [key for key in TRAIT_KEYS if key not in traits]
+        if missing:
+            raise ValueError(
+                f"avatar spec lacks trait keys {missing}; build it with traits.validate_query or make_spec"
+            )
         parts = {
-            key: option_index(key, traits.get(key, NONE))  # style 5 of gender 1 lists every option
+            key: option_index(key, traits[key])  # style 5 of gender 1 lists every option
             for key in TRAIT_KEYS
             if key not in ("skin_tone", "hair_tone", "pupil_tone")
         }
-        parts["jaw"] = max(parts["jaw"], 0)
         skin, hair = tone_to_rgb(traits["skin_tone"]), tone_to_rgb(traits["hair_tone"])
         lips = mix(skin, (196, 70, 86), 0.45 if spec.gender == 2 else 0.18)
         brow, pupil = shade(hair, 0.7), tone_to_rgb(traits["pupil_tone"])
@@ -388,7 +401,7 @@ def draw_head(pens: Pens, head: Head) -> None:
 def avatar_landmarks(spec: AvatarSpec) -> Landmarks:
     """Ground-truth face points of `render_avatar(spec)`, computed without drawing."""
     matrix = affine(spec.scale, spec.scale, 0.0, (0.0, 0.0), (0.0, 0.0))
-    return posed_landmarks(HeadShape.of_jaw(max(option_index("jaw", spec.trait_dict["jaw"]), 0)), matrix)
+    return posed_landmarks(HeadShape.of_jaw(option_index("jaw", spec.trait_dict["jaw"])), matrix)
 
 
 @cache

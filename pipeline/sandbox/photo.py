@@ -26,6 +26,7 @@ TEXTURES = ("brick", "grass", "rocket", "coffee", "hubble_deep_field")
 ROUNDNESS = 0.75  # darkening at the sides of the head
 SOCKETS = 0.3  # darkening around the eyes
 FACE_KEY_LUMA = (110, 150)  # photographers expose for the face: darker skin gets more light, never less
+KEY_POWER = 0.75  # < 1 keeps darker skin darker in photos (the trait survives) while still lifting it
 CLOTHES = ((40, 60, 110), (150, 30, 40), (230, 230, 225), (30, 30, 30), (90, 120, 70), (200, 160, 60),
            (120, 120, 130), (70, 40, 90), (210, 110, 60), (20, 90, 110))  # fmt: skip
 
@@ -132,7 +133,7 @@ def _pose(rng: random.Random, shape: HeadShape, center: tuple[float, float], fac
     face = compose(head, affine(1 - 0.05 * abs(yaw), 1, 0, (CX, 0), (CX + 7 * yaw, 0)))
     nose = compose(head, affine(1, 1, 0, (CX, 0), (CX + 11 * yaw, 0)))
     angle = rng.uniform(0, 2 * np.pi)
-    gain = max(1.0, rng.uniform(*FACE_KEY_LUMA) / skin_luma)
+    gain = max(1.0, rng.uniform(*FACE_KEY_LUMA) / skin_luma) ** KEY_POWER
     return _Pose(head, face, nose, (float(np.cos(angle)), float(np.sin(angle))), rng.uniform(0.12, 0.35), gain)
 
 
