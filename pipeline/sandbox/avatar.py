@@ -9,6 +9,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from pipeline.sandbox.accessories import draw_beard, draw_glasses, draw_hair, draw_hat, draw_moustache
 from pipeline.sandbox.drawing import (
     BROW_Y,
     CX,
@@ -23,11 +24,6 @@ from pipeline.sandbox.drawing import (
     Points,
     affine,
     bezier,
-    draw_beard,
-    draw_glasses,
-    draw_hair,
-    draw_hat,
-    draw_moustache,
     ellipse,
     mix,
     shade,
