@@ -83,8 +83,12 @@ def downscale_speedup(datas: list[bytes], cfg: AlignConfig, side: int = 4000) ->
             find_face(rgb, detect)
         timings[label] = (time.perf_counter() - start) / len(big)
     mp = float(np.mean([b.shape[0] * b.shape[1] for b in big])) / 1e6
-    return {"megapixels": mp, "downscaled_s": timings["downscaled"], "full_s": timings["full"],
-            "speedup": timings["full"] / timings["downscaled"]}  # fmt: skip
+    return {
+        "megapixels": mp,
+        "downscaled_s": timings["downscaled"],
+        "full_s": timings["full"],
+        "speedup": timings["full"] / timings["downscaled"],
+    }
 
 
 def run(n: int = 500) -> dict[str, Any]:
@@ -104,21 +108,40 @@ def run(n: int = 500) -> dict[str, Any]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     single = rows[0][1].seconds
-    table = [{"workers": w, "seconds": r.seconds, "per_s": r.input / r.seconds, "aligned": r.aligned,
-              "efficiency": single / (r.seconds * w)} for w, r in rows]  # fmt: skip
+    table = [
+        {
+            "workers": w,
+            "seconds": r.seconds,
+            "per_s": r.input / r.seconds,
+            "aligned": r.aligned,
+            "efficiency": single / (r.seconds * w),
+        }
+        for w, r in rows
+    ]
     return {"n": n, "cores": cores, "rows": table, "steps_ms": breakdown, "large": large}
 
 
 def align_table(result: dict[str, Any]) -> str:
     """Markdown for bench/results/align.md and README."""
-    lines = [f"Same {result['n']} synthetic sandbox photos (320-640 px JPEG), `align` defaults, {result['cores']} cores.", "",
-             "| processes | seconds | photos/s | aligned | parallel efficiency |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"Same {result['n']} synthetic sandbox photos (320-640 px JPEG), `align` defaults, {result['cores']} cores.",
+        "",
+        "| processes | seconds | photos/s | aligned | parallel efficiency |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['workers']} | {r['seconds']:.1f} | {r['per_s']:.1f} | {r['aligned']} | {r['efficiency']:.0%} |")
+        lines.append(
+            f"| {r['workers']} | {r['seconds']:.1f} | {r['per_s']:.1f} | {r['aligned']} | {r['efficiency']:.0%} |"
+        )
     s = result["steps_ms"]
     total = sum(s.values())
-    lines += ["", "Per photo, one process: " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in s.items()) + "."]
+    lines += [
+        "",
+        "Per photo, one process: " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in s.items()) + ".",
+    ]
     big = result["large"]
-    lines.append(f"Detection on {big['megapixels']:.1f}-megapixel photos: {big['downscaled_s'] * 1000:.0f} ms with the "
-                 f"downscaled grey copy vs {big['full_s'] * 1000:.0f} ms at full size ({big['speedup']:.1f}x).")  # fmt: skip
+    lines.append(
+        f"Detection on {big['megapixels']:.1f}-megapixel photos: {big['downscaled_s'] * 1000:.0f} ms with the "
+        f"downscaled grey copy vs {big['full_s'] * 1000:.0f} ms at full size ({big['speedup']:.1f}x)."
+    )
     return "\n".join(lines) + "\n"

@@ -27,21 +27,73 @@ from pipeline.storage import atomic_write_bytes, remove_partials
 
 TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]
 POINT_COLUMNS = [f"{p}_{a}" for p in ("left_eye", "right_eye", "nose", "mouth") for a in ("x", "y")]
-GEOMETRY_COLUMNS = ["box_x", "box_y", "box_w", "box_h", *POINT_COLUMNS, "eye_method", "nose_method", "mouth_method",
-                    "angle_deg", "scale", "n_faces", "blur", "frame_angle_deg", "profile", "width", "height"]  # fmt: skip
-FACE_COLUMNS = ["source_sha256", "identity", "folder", "source", "raw_path", "dhash", "synthetic", "synthetic_kind",
-                "path", "status", "reason", "detail", *GEOMETRY_COLUMNS, *TRAIT_COLUMNS]  # fmt: skip
-AVATAR_COLUMNS = ["source_sha256", "key", "raw_path", "path", "status", "reason", "detail", *GEOMETRY_COLUMNS,
-                  "scale_param", "rotation", *TRAIT_COLUMNS]  # fmt: skip
+GEOMETRY_COLUMNS = [
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    *POINT_COLUMNS,
+    "eye_method",
+    "nose_method",
+    "mouth_method",
+    "angle_deg",
+    "scale",
+    "n_faces",
+    "blur",
+    "frame_angle_deg",
+    "profile",
+    "width",
+    "height",
+]
+FACE_COLUMNS = [
+    "source_sha256",
+    "identity",
+    "folder",
+    "source",
+    "raw_path",
+    "dhash",
+    "synthetic",
+    "synthetic_kind",
+    "path",
+    "status",
+    "reason",
+    "detail",
+    *GEOMETRY_COLUMNS,
+    *TRAIT_COLUMNS,
+]
+AVATAR_COLUMNS = [
+    "source_sha256",
+    "key",
+    "raw_path",
+    "path",
+    "status",
+    "reason",
+    "detail",
+    *GEOMETRY_COLUMNS,
+    "scale_param",
+    "rotation",
+    *TRAIT_COLUMNS,
+]
 
 
 def align_config(params: AlignParams) -> AlignConfig:
     """The library's config from the validated params section."""
-    detect = DetectConfig(detect_max_side=params.detect_max_side, min_face=params.min_face,
-                          multiple_faces=params.multiple_faces, dominance=params.dominance,
-                          blur_threshold=params.blur_threshold, try_rotations=tuple(params.try_rotations))  # fmt: skip
-    return AlignConfig(size=params.size, left_eye=tuple(params.left_eye), right_eye=tuple(params.right_eye),
-                       detect=detect, eye_method=params.eye_method, eyes_required=params.eyes_required)  # fmt: skip
+    detect = DetectConfig(
+        detect_max_side=params.detect_max_side,
+        min_face=params.min_face,
+        multiple_faces=params.multiple_faces,
+        dominance=params.dominance,
+        blur_threshold=params.blur_threshold,
+        try_rotations=tuple(params.try_rotations),
+    )
+    return AlignConfig(
+        size=params.size,
+        left_eye=tuple(params.left_eye),
+        right_eye=tuple(params.right_eye),
+        detect=detect,
+        eye_method=params.eye_method,
+        eyes_required=params.eyes_required,
+    )
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -79,8 +131,13 @@ def align_avatar_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_
     """Align one avatar with the eye positions its renderer used: the same template as the faces, exactly."""
     from pipeline.sandbox.avatar import avatar_landmarks
 
-    spec = traits.make_spec(int(task["gender"]), int(task["style"]),
-                            {k: int(task[k]) for k in traits.TRAIT_KEYS}, int(task["scale_param"]), int(task["rotation"]))  # fmt: skip
+    spec = traits.make_spec(
+        int(task["gender"]),
+        int(task["style"]),
+        {k: int(task[k]) for k in traits.TRAIT_KEYS},
+        int(task["scale_param"]),
+        int(task["rotation"]),
+    )
     try:
         rgb = decode_image((Path(raw_dir) / task["raw_path"]).read_bytes())
     except (OSError, ImageDecodeError) as exc:
@@ -90,11 +147,31 @@ def align_avatar_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_
     path = f"{task['source_sha256'][:2]}/{task['source_sha256']}.png"
     atomic_write_bytes(Path(out_dir) / path, encode_png(image))
     box = dict(zip(("box_x", "box_y", "box_w", "box_h"), marks.face_box, strict=True))
-    points = {f"{name}_{axis}": getattr(marks, name)[i] for name in ("left_eye", "right_eye", "nose", "mouth")
-              for i, axis in enumerate("xy")}  # fmt: skip
-    return {**task, **box, **points, "status": "ok", "reason": "", "detail": "", "path": path, "eye_method": "renderer",
-            "nose_method": "renderer", "mouth_method": "renderer", "angle_deg": angle, "scale": scale, "n_faces": 1,
-            "blur": math.nan, "frame_angle_deg": 0.0, "profile": False, "width": rgb.shape[1], "height": rgb.shape[0]}  # fmt: skip
+    points = {
+        f"{name}_{axis}": getattr(marks, name)[i]
+        for name in ("left_eye", "right_eye", "nose", "mouth")
+        for i, axis in enumerate("xy")
+    }
+    return {
+        **task,
+        **box,
+        **points,
+        "status": "ok",
+        "reason": "",
+        "detail": "",
+        "path": path,
+        "eye_method": "renderer",
+        "nose_method": "renderer",
+        "mouth_method": "renderer",
+        "angle_deg": angle,
+        "scale": scale,
+        "n_faces": 1,
+        "blur": math.nan,
+        "frame_angle_deg": 0.0,
+        "profile": False,
+        "width": rgb.shape[1],
+        "height": rgb.shape[0],
+    }
 
 
 def _run_chunk(kind: str, chunk: list[dict[str, Any]], cfg: AlignConfig, raw_dir: str, out_dir: str) -> list[dict]:
@@ -118,9 +195,14 @@ class DomainReport:
     def metrics(self) -> dict[str, Any]:
         rate = self.aligned / self.input if self.input else 0.0
         fresh = self.input - self.resumed
-        return {"input": self.input, "aligned": self.aligned, "rejected": self.input - self.aligned,
-                "rejected_by_reason": self.rejected_by_reason or {}, "detection_rate": round(rate, 4),
-                "images_per_s": round(fresh / self.seconds, 2) if self.seconds and fresh else 0.0}  # fmt: skip
+        return {
+            "input": self.input,
+            "aligned": self.aligned,
+            "rejected": self.input - self.aligned,
+            "rejected_by_reason": self.rejected_by_reason or {},
+            "detection_rate": round(rate, 4),
+            "images_per_s": round(fresh / self.seconds, 2) if self.seconds and fresh else 0.0,
+        }
 
 
 def face_tasks(manifest: Path) -> list[dict[str, Any]]:
@@ -130,8 +212,10 @@ def face_tasks(manifest: Path) -> list[dict[str, Any]]:
         return []
     frame = frame[frame["status"] == "ok"]
     keep = ["identity", "folder", "source", "dhash", "synthetic", "synthetic_kind", *TRAIT_COLUMNS]
-    return [{"source_sha256": r["sha256"], "raw_path": r["path"], **{k: r.get(k) for k in keep}}
-            for r in frame.to_dict("records")]  # fmt: skip
+    return [
+        {"source_sha256": r["sha256"], "raw_path": r["path"], **{k: r.get(k) for k in keep}}
+        for r in frame.to_dict("records")
+    ]
 
 
 def avatar_tasks(manifest: Path) -> list[dict[str, Any]]:
@@ -139,8 +223,17 @@ def avatar_tasks(manifest: Path) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     frame = frame[frame["status"] == "ok"].drop_duplicates("sha256")
-    return [{"source_sha256": r["sha256"], "key": r["key"], "raw_path": r["path"], "scale_param": r["scale"],
-             "rotation": r["rotation"], **{k: r[k] for k in TRAIT_COLUMNS}} for r in frame.to_dict("records")]  # fmt: skip
+    return [
+        {
+            "source_sha256": r["sha256"],
+            "key": r["key"],
+            "raw_path": r["path"],
+            "scale_param": r["scale"],
+            "rotation": r["rotation"],
+            **{k: r[k] for k in TRAIT_COLUMNS},
+        }
+        for r in frame.to_dict("records")
+    ]
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -148,13 +241,24 @@ def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, A
         yield items[start : start + size]
 
 
-def align_domain(kind: str, tasks: list[dict[str, Any]], cfg: AlignConfig, raw_dir: Path, out_root: Path,
-                 params: AlignParams, extra_meta: dict[str, Any], progress: bool) -> DomainReport:  # fmt: skip
+def align_domain(
+    kind: str,
+    tasks: list[dict[str, Any]],
+    cfg: AlignConfig,
+    raw_dir: Path,
+    out_root: Path,
+    params: AlignParams,
+    extra_meta: dict[str, Any],
+    progress: bool,
+) -> DomainReport:
     """Align every task of one domain into `out_root/kind/`, skipping work an earlier run finished."""
     out_dir, manifest = out_root / kind, out_root / f"{kind}.parquet"
     remove_partials(out_dir)
-    done = {k: r for k, r in previous_rows(manifest, "source_sha256").items()
-            if r["status"] != "ok" or (out_dir / str(r["path"])).is_file()}  # fmt: skip
+    done = {
+        k: r
+        for k, r in previous_rows(manifest, "source_sha256").items()
+        if r["status"] != "ok" or (out_dir / str(r["path"])).is_file()
+    }
     rows = {t["source_sha256"]: {**t, **done[t["source_sha256"]]} for t in tasks if t["source_sha256"] in done}
     pending = [t for t in tasks if t["source_sha256"] not in rows]
     report = DomainReport(input=len(tasks), resumed=len(rows))
@@ -165,22 +269,25 @@ def align_domain(kind: str, tasks: list[dict[str, Any]], cfg: AlignConfig, raw_d
         results: Iterator[list[dict[str, Any]]]
         if workers == 1 or len(pending) <= params.chunk_size:
             _init_worker()
-            results = (_run_chunk(kind, c, cfg, str(raw_dir), str(out_dir)) for c in _chunks(pending, params.chunk_size))
+            results = (
+                _run_chunk(kind, c, cfg, str(raw_dir), str(out_dir)) for c in _chunks(pending, params.chunk_size)
+            )
             _consume(results, rows, journal, bar)
         else:
             # spawn, not fork: forking a process that runs threads (a sandbox server, icrawler, OpenMP) can copy a
             # held lock into the child and hang it.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-                futures = [pool.submit(_run_chunk, kind, c, cfg, str(raw_dir), str(out_dir))
-                           for c in _chunks(pending, params.chunk_size)]  # fmt: skip
+                futures = [
+                    pool.submit(_run_chunk, kind, c, cfg, str(raw_dir), str(out_dir))
+                    for c in _chunks(pending, params.chunk_size)
+                ]
                 _consume((f.result() for f in futures), rows, journal, bar)
     bar.close()
     report.seconds = time.perf_counter() - start
     ordered = [rows[k] for k in sorted(rows)]
     columns = FACE_COLUMNS if kind == "faces" else AVATAR_COLUMNS
-    write_manifest(ordered, manifest, columns, {"align": resolved(params), **extra_meta},
-                   nullable_int=TRAIT_COLUMNS)  # fmt: skip
+    write_manifest(ordered, manifest, columns, {"align": resolved(params), **extra_meta}, nullable_int=TRAIT_COLUMNS)
     Journal(journal_path(manifest)).remove()
     prune_unreferenced(out_dir, {out_dir / str(r["path"]) for r in ordered if r["status"] == "ok"})
     report.aligned = sum(r["status"] == "ok" for r in ordered)
@@ -188,8 +295,9 @@ def align_domain(kind: str, tasks: list[dict[str, Any]], cfg: AlignConfig, raw_d
     return report
 
 
-def _consume(results: Iterator[list[dict[str, Any]]], rows: dict[str, dict[str, Any]], journal: Journal,
-             bar: Any) -> None:  # fmt: skip
+def _consume(
+    results: Iterator[list[dict[str, Any]]], rows: dict[str, dict[str, Any]], journal: Journal, bar: Any
+) -> None:
     for chunk in results:
         for row in chunk:
             clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
@@ -214,8 +322,16 @@ def run_align(params: Params, progress: bool = True) -> dict[str, Any]:
     for kind, manifest, raw_dir, make_tasks in sources:
         if not manifest.exists():
             raise FileNotFoundError(f"{manifest} not found; run `dvc repro crawl_{kind}` first")
-        report = align_domain(kind, make_tasks(manifest), cfg, raw_dir, out_root, params.align,
-                              {"crawl": {kind: resolved(getattr(params.crawl, kind))}}, progress)  # fmt: skip
+        report = align_domain(
+            kind,
+            make_tasks(manifest),
+            cfg,
+            raw_dir,
+            out_root,
+            params.align,
+            {"crawl": {kind: resolved(getattr(params.crawl, kind))}},
+            progress,
+        )
         metrics[kind] = report.metrics()
     metrics["faces"].update(ground_truth_rates(out_root / "faces.parquet"))
     write_sample_sheet(out_root, Path(params.align.samples), params.align)
@@ -247,8 +363,11 @@ def ground_truth_rates(manifest: Path) -> dict[str, float]:
         return {}
     frame = frame[frame["synthetic"].fillna(False).astype(bool)]
     rates = {}
-    for kind, good in (("single", frame["status"] == "ok"), ("no_face", frame["reason"] == "no_face"),
-                       ("two_faces", frame["reason"] == "multiple_faces")):  # fmt: skip
+    for kind, good in (
+        ("single", frame["status"] == "ok"),
+        ("no_face", frame["reason"] == "no_face"),
+        ("two_faces", frame["reason"] == "multiple_faces"),
+    ):
         mask = frame["synthetic_kind"] == kind
         if mask.any():
             rates[f"synthetic_{kind}_correct"] = round(float(good[mask].mean()), 4)

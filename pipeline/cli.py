@@ -21,8 +21,9 @@ crawl_app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(crawl_app, name="crawl")
-align_app = typer.Typer(help="Haar face detection and eye alignment (the `align` stage) and its accuracy.",
-                        no_args_is_help=True)
+align_app = typer.Typer(
+    help="Haar face detection and eye alignment (the `align` stage) and its accuracy.", no_args_is_help=True
+)
 app.add_typer(align_app, name="align")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read.")]
@@ -146,10 +147,12 @@ def crawl_faces_cmd(
     )
 
 
-
 @align_app.command("run")
-def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None,
-                  progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True) -> None:
+def align_run_cmd(
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True,
+) -> None:
     """Align the crawled faces and avatars as the `align` stage does (resumable; writes manifests and metrics)."""
     from pipeline.align_run import run_align
     from pipeline.runner import write_metrics

@@ -15,8 +15,10 @@ def main() -> None:
         metrics = run_align(params, progress=sys.stderr.isatty())
         write_metrics(params.align.metrics, metrics)
         for kind, m in metrics.items():
-            print(f"align {kind}: {m['aligned']}/{m['input']} aligned ({m['detection_rate']:.1%}); "
-                  f"rejected {m['rejected_by_reason'] or 'none'}")  # fmt: skip
+            print(
+                f"align {kind}: {m['aligned']}/{m['input']} aligned ({m['detection_rate']:.1%}); "
+                f"rejected {m['rejected_by_reason'] or 'none'}"
+            )
 
     run_stage("align", body, expected=(FileNotFoundError,))
 

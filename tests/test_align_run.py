@@ -21,15 +21,28 @@ from pipeline.sandbox.photo import photo_kind, render_photo
 def small_params(root: Path, workers: int = 2) -> Params:
     raw = {
         "crawl": {
-            "faces": {"identities": ["Avery Quinn", "Blake Moreno"], "per_identity": 16, "min_per_identity": 1,
-                      "out_dir": str(root / "raw/faces"), "manifest": str(root / "raw/faces.parquet"),
-                      "metrics": str(root / "m/faces.json")},
-            "avatars": {"count": 12, "out_dir": str(root / "raw/avatars"), "manifest": str(root / "raw/avatars.parquet"),
-                        "metrics": str(root / "m/avatars.json")},
+            "faces": {
+                "identities": ["Avery Quinn", "Blake Moreno"],
+                "per_identity": 16,
+                "min_per_identity": 1,
+                "out_dir": str(root / "raw/faces"),
+                "manifest": str(root / "raw/faces.parquet"),
+                "metrics": str(root / "m/faces.json"),
+            },
+            "avatars": {
+                "count": 12,
+                "out_dir": str(root / "raw/avatars"),
+                "manifest": str(root / "raw/avatars.parquet"),
+                "metrics": str(root / "m/avatars.json"),
+            },
         },
-        "align": {"out_dir": str(root / "aligned"), "metrics": str(root / "m/align.json"), "workers": workers,
-                  "chunk_size": 4},
-    }  # fmt: skip
+        "align": {
+            "out_dir": str(root / "aligned"),
+            "metrics": str(root / "m/align.json"),
+            "workers": workers,
+            "chunk_size": 4,
+        },
+    }
     return parse_params(raw)
 
 
@@ -43,8 +56,11 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path, tmp_path: Path) -> None:
@@ -100,8 +116,12 @@ def test_synthetic_photos_align_to_their_known_eyes() -> None:
                 continue
             truth = render.faces[0]
             iod = math.dist(truth.left_eye, truth.right_eye)
-            errors.append(max(math.dist(result.left_eye, truth.left_eye), math.dist(result.right_eye, truth.right_eye)) / iod)
-            true_roll = math.degrees(math.atan2(truth.right_eye[1] - truth.left_eye[1], truth.right_eye[0] - truth.left_eye[0]))
+            errors.append(
+                max(math.dist(result.left_eye, truth.left_eye), math.dist(result.right_eye, truth.right_eye)) / iod
+            )
+            true_roll = math.degrees(
+                math.atan2(truth.right_eye[1] - truth.left_eye[1], truth.right_eye[0] - truth.left_eye[0])
+            )
             upright.append(abs(result.angle_deg - true_roll))
     assert len(errors) >= 30
     assert float(np.median(errors)) < 0.15 and float(np.quantile(errors, 0.9)) < 0.35
@@ -111,8 +131,8 @@ def test_synthetic_photos_align_to_their_known_eyes() -> None:
 def test_bad_align_params_fail_with_the_dotted_key() -> None:
     from pipeline.params import ParamsError
 
-    with pytest.raises(ParamsError, match="align: Value error, left_eye"):
+    with pytest.raises(ParamsError, match=r"align: Value error, left_eye"):
         parse_params({"align": {"left_eye": [0.7, 0.35], "right_eye": [0.3, 0.35]}})
-    with pytest.raises(ParamsError, match="align.multiple_faces: Input should be 'reject' or 'largest'"):
+    with pytest.raises(ParamsError, match=r"align.multiple_faces: Input should be .reject. or .largest."):
         parse_params({"align": {"multiple_faces": "all"}})
     assert SandboxParams().host == "127.0.0.1"
