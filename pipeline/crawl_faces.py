@@ -56,6 +56,7 @@ class FaceCrawlReport:
             "photos_per_s": round((self.candidates - self.resumed) / self.seconds, 2) if self.seconds else 0.0,
             "min_saved_per_identity": min(self.saved_by_identity.values(), default=0),
             "short_identities": len(self.short_identities),
+            "saved_by_identity": {safe_name(name): count for name, count in self.saved_by_identity.items()},
         }
 
 
