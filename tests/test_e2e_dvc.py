@@ -78,5 +78,9 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]]) -> None:
     assert lock["stages"]["crawl_avatars"]["params"]["params.yaml"]["crawl.avatars"]["count"] == 24
     second = run([dvc, "repro"], root, env)
     assert "didn't change" in second.stdout or "up to date" in second.stdout
+    shrink(root, avatars=30)  # a params change re-runs the stage, which resumes from its persisted outputs
+    run([dvc, "repro", "crawl_avatars"], root, env)
+    metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())
+    assert (metrics["resumed"], metrics["fetched"], metrics["saved"]) == (24, 6, 30)
     shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
-    assert shown[""]["data"]["metrics/crawl_avatars.json"]["data"]["saved"] == 24
+    assert shown[""]["data"]["metrics/crawl_avatars.json"]["data"]["saved"] == 30
