@@ -110,6 +110,15 @@ class _Tagging(Parser):
     def image_urls(self, response: Any) -> list[str]:
         return [task["file_url"] for task in super().parse(response) or ()]  # icrawler's own page parsing
 
+    def output(self, task: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Hand a task to the downloaders, waiting as long as it takes.
+
+        icrawler's parser loop calls `output(task, timeout=1)` and retries on queue.Full, but its CachedQueue
+        records the task as seen before the put, so the retry is dropped as a duplicate and the task is lost.
+        A blocking put never raises Full; the downloaders run until the parsers have exited.
+        """
+        super().output(task, block=True, timeout=None)
+
     def parse(self, response: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         query = parse_qs(urlsplit(response.request.url).query)
         identity = query.get(IDENTITY_PARAM[self.engine], [""])[0]

@@ -218,3 +218,23 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
     assert len(frame) == 180
     resumed = int(result.stdout.split("(")[1].split(" resumed")[0])
     assert resumed >= journaled * 0.8  # saved rows resume; journaled rejects are fetched again
+
+
+def test_a_full_downloader_queue_never_drops_a_task() -> None:
+    import threading
+
+    import requests
+    from icrawler.utils import CachedQueue, Signal
+
+    from pipeline.engines import BingTaggingParser, PageStats
+
+    queue = CachedQueue(1)
+    parser = BingTaggingParser(1, Signal(), requests.Session(), out_queue=queue, stats=PageStats(), per_identity=5)
+    queue.put({"file_url": "first"})
+    # icrawler's loop: output(task, timeout=1), and on queue.Full a retry that its cache would drop.
+    sender = threading.Thread(target=parser.output, args=({"file_url": "second"},), kwargs={"timeout": 0.05})
+    sender.start()
+    time.sleep(0.3)  # longer than the timeout: the put must still be waiting, not failed
+    assert queue.get(timeout=1) == {"file_url": "first"}
+    assert queue.get(timeout=5) == {"file_url": "second"}
+    sender.join(timeout=5)
