@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,74 +97,35 @@ def sandbox_grid(
 
 
 @crawl_app.command("avatars")
-def crawl_avatars_cmd(
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True,
-) -> None:
+def crawl_avatars_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
     """Crawl avatars as the `crawl_avatars` stage does (resumable; writes the manifest and metrics)."""
-    from pipeline.crawl_avatars import CrawlError, crawl_avatars
-    from pipeline.runner import write_metrics
+    from stages import crawl_avatars
 
-    cfg = with_overrides(params, set_)
-    try:
-        report = crawl_avatars(cfg.crawl.avatars, cfg.sandbox, progress=progress and sys.stderr.isatty())
-    except CrawlError as exc:
-        _fail(str(exc))
-        return
-    write_metrics(cfg.crawl.avatars.metrics, report.metrics())
-    typer.echo(
-        f"saved {report.saved}/{report.requested} ({report.resumed} resumed); failed by reason: "
-        f"{report.failed_by_reason or 'none'}; {report.metrics()['avatars_per_s']} avatars/s"
-    )
+    crawl_avatars.main(with_overrides(params, set_))
 
 
 @crawl_app.command("faces")
-def crawl_faces_cmd(
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True,
-) -> None:
+def crawl_faces_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
     """Crawl face photos as the `crawl_faces` stage does (resumable; writes the manifest and metrics)."""
-    import logging
+    from stages import crawl_faces
 
-    from pipeline.crawl_faces import FaceCrawlError, crawl_faces
-    from pipeline.runner import write_metrics
-
-    for noisy in ("icrawler", "feeder", "parser", "downloader"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    cfg = with_overrides(params, set_)
-    try:
-        report = crawl_faces(cfg.crawl.faces, cfg.sandbox, progress=progress and sys.stderr.isatty())
-    except FaceCrawlError as exc:
-        _fail(str(exc))
-        return
-    write_metrics(cfg.crawl.faces.metrics, report.metrics())
-    typer.echo(
-        f"saved {report.saved} of {report.candidates} candidates for {report.identities} identities "
-        f"({report.resumed} resumed); rejected: {report.rejected_by_reason or 'none'}"
-    )
+    crawl_faces.main(with_overrides(params, set_))
 
 
 @align_app.command("run")
-def align_run_cmd(
-    params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar.")] = True,
-) -> None:
+def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
     """Align the crawled faces and avatars as the `align` stage does (resumable; writes manifests and metrics)."""
-    from pipeline.align_run import run_align
-    from pipeline.runner import write_metrics
+    from stages import align
 
-    cfg = with_overrides(params, set_)
-    try:
-        metrics = run_align(cfg, progress=progress and sys.stderr.isatty())
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-        return
-    write_metrics(cfg.align.metrics, metrics)
-    for kind, m in metrics.items():
-        typer.echo(f"{kind}: {m['aligned']}/{m['input']} aligned; rejected {m['rejected_by_reason'] or 'none'}")
+    align.main(with_overrides(params, set_))
+
+
+@app.command("pack")
+def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+    """Split and shard the aligned data as the `pack` stage does (writes shards, index.parquet and metrics)."""
+    from stages import pack
+
+    pack.main(with_overrides(params, set_))
 
 
 @align_app.command("eval")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 
 from pipeline.align_run import run_align
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.runner import run_stage, write_metrics
 
 
-def main() -> None:
+def main(given: Params | None = None) -> None:
+    """Run the stage with params.yaml, or with `given` params (the `i2c` commands pass their -S overrides)."""
+
     def body() -> None:
-        params = load_params()
+        params = given or load_params()
         metrics = run_align(params, progress=sys.stderr.isatty())
         write_metrics(params.align.metrics, metrics)
         for kind, m in metrics.items():

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 
 from pipeline.crawl_avatars import CrawlError, crawl_avatars
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.runner import run_stage, write_metrics
 
 
-def main() -> None:
+def main(given: Params | None = None) -> None:
+    """Run the stage with params.yaml, or with `given` params (the `i2c` commands pass their -S overrides)."""
+
     def body() -> None:
-        params = load_params()
+        params = given or load_params()
         cfg = params.crawl.avatars
         report = crawl_avatars(cfg, params.sandbox, progress=sys.stderr.isatty())
         write_metrics(cfg.metrics, report.metrics())

@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.runner import run_stage, write_metrics
 from pipeline.shards import PackConfig, PackError, pack
 
 
-def main() -> None:
+def main(given: Params | None = None) -> None:
+    """Run the stage with params.yaml, or with `given` params (the `i2c` commands pass their -S overrides)."""
+
     def body() -> None:
-        params = load_params()
+        params = given or load_params()
         section = params.pack
         inputs = {"aligned_dir": params.align.out_dir, "raw_faces_dir": params.crawl.faces.out_dir}
         cfg = PackConfig(**{f.name: inputs.get(f.name) or getattr(section, f.name) for f in fields(PackConfig)})
