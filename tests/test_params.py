@@ -83,3 +83,16 @@ def test_stage_refuses_bad_params_before_any_work(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "crawl.avatars.count: Input should be greater than or equal to 1 (got -5)" in result.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_cli_set_overrides_are_validated_like_params_yaml() -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["crawl", "avatars", "--params", str(REPO / "params.yaml"), "-S",
+                                      "crawl.avatars.count=0"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "crawl.avatars.count: Input should be greater than or equal to 1 (got 0)" in result.output
+    result = CliRunner().invoke(app, ["pack", "--params", str(REPO / "params.yaml"), "-S", "pack.shard_size"])
+    assert result.exit_code == 1 and "expected KEY=VALUE" in result.output
