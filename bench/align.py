@@ -13,12 +13,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.align import AlignConfig, align_to_landmarks, find_mouth, search_eyes
-from pipeline.align_run import DomainReport, align_domain, encode_png
+from pipeline.align import AlignConfig, align_to_landmarks, combine_eyes, find_mouth, geometric_eyes, search_eyes
+from pipeline.align_run import DomainReport, align_domain
 from pipeline.detect import decode_image, find_face, to_grey
 from pipeline.params import AlignParams
 from pipeline.sandbox.photo import encode_jpeg, photo_jpeg_quality, render_photo
 from pipeline.storage import atomic_write_bytes
+from pipeline.viz import encode_png
 
 IDENTITIES = [f"bench_person_{i:02d}" for i in range(25)]
 
@@ -52,14 +53,12 @@ def steps(datas: list[bytes], cfg: AlignConfig) -> dict[str, float]:
             if det.reason or det.box is None:
                 continue
             eyes = search_eyes(grey, det.box, det.frame_angle_deg, cfg)
-            from pipeline.align import combine_eyes, geometric_eyes
-
             left, right, _ = combine_eyes(eyes, geometric_eyes(det.box, det.frame_angle_deg, cfg), cfg.eye_method)
             find_mouth(grey, det.box, det.frame_angle_deg, left, right, cfg)
             t3 = time.perf_counter()
             image, _, _ = align_to_landmarks(rgb, left, right, cfg)
             t4 = time.perf_counter()
-            atomic_write_bytes(Path(tmp) / f"{i}.png", encode_png(image))
+            atomic_write_bytes(Path(tmp) / f"{i}.png", encode_png(image, compression=3))
             t5 = time.perf_counter()
             totals["landmarks"] += t3 - t2
             totals["warp"] += t4 - t3

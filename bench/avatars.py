@@ -20,9 +20,10 @@ import requests
 from pipeline.crawl_avatars import crawl_avatars, preview_url
 from pipeline.params import CrawlAvatarsParams, SandboxParams
 from pipeline.sandbox import traits
-from pipeline.sandbox.avatar import encode_png, render_avatar
+from pipeline.sandbox.avatar import render_avatar
 from pipeline.storage import atomic_write_bytes, content_path
 from pipeline.validate import ImageLimits, validate_image
+from pipeline.viz import encode_png
 
 
 def _free_port() -> int:

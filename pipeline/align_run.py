@@ -24,6 +24,7 @@ from pipeline.manifest import Journal, journal_path, previous_rows, prune_unrefe
 from pipeline.params import AlignParams, Params, resolved
 from pipeline.sandbox import traits
 from pipeline.storage import atomic_write_bytes, remove_partials
+from pipeline.viz import encode_png
 
 TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]
 POINT_COLUMNS = [f"{p}_{a}" for p in ("left_eye", "right_eye", "nose", "mouth") for a in ("x", "y")]
@@ -96,14 +97,6 @@ def align_config(params: AlignParams) -> AlignConfig:
     )
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Deterministic PNG bytes of an RGB crop."""
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise ValueError("OpenCV could not encode the aligned crop as PNG")
-    return buffer.tobytes()
-
-
 # ---- work done in the pool's processes -------------------------------------------------------------------------
 
 
@@ -122,7 +115,7 @@ def align_face_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_di
     row = {**task, **result.record()}
     if result.image is not None:
         path = f"{task['folder']}/{task['source_sha256']}.png"
-        atomic_write_bytes(Path(out_dir) / path, encode_png(result.image))
+        atomic_write_bytes(Path(out_dir) / path, encode_png(result.image, compression=3))
         row["path"] = path
     return row
 
@@ -145,7 +138,7 @@ def align_avatar_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_
     marks = avatar_landmarks(spec)
     image, angle, scale = align_to_landmarks(rgb, marks.left_eye, marks.right_eye, cfg)
     path = f"{task['source_sha256'][:2]}/{task['source_sha256']}.png"
-    atomic_write_bytes(Path(out_dir) / path, encode_png(image))
+    atomic_write_bytes(Path(out_dir) / path, encode_png(image, compression=3))
     box = dict(zip(("box_x", "box_y", "box_w", "box_h"), marks.face_box, strict=True))
     points = {
         f"{name}_{axis}": getattr(marks, name)[i]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.storage import atomic_write_bytes
 
 
 def image_grid(
@@ -64,24 +65,22 @@ def _label(tile: np.ndarray, text: str) -> None:
     cv2.putText(tile, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
-    """Write an RGB (or grey) uint8 image as PNG atomically: a temp file in the same folder, then os.replace.
+def encode_png(rgb: np.ndarray, compression: int | None = None) -> bytes:
+    """PNG bytes of an RGB (or grey) uint8 image; `compression` 0-9, None for OpenCV's default.
 
     Raises:
         ValueError: if OpenCV cannot encode the array.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    ok, buf = cv2.imencode(".png", bgr)
+    flags = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    ok, buf = cv2.imencode(".png", bgr, flags)
     if not ok:
         raise ValueError(f"cv2.imencode could not encode an array of shape {rgb.shape} as PNG")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return buf.tobytes()
+
+
+def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write an RGB (or grey) uint8 image as PNG atomically (temp file in the same folder, then a rename)."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_png(rgb))
     return path

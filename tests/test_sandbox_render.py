@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.sandbox import traits
-from pipeline.sandbox.avatar import avatar_landmarks, encode_png, render_avatar
+from pipeline.sandbox.avatar import avatar_landmarks, render_avatar
 from pipeline.sandbox.photo import (
     encode_jpeg,
     identity_spec,
@@ -19,7 +19,7 @@ from pipeline.sandbox.photo import (
     photo_kind,
     render_photo,
 )
-from pipeline.viz import image_grid, save_png
+from pipeline.viz import encode_png, image_grid, save_png
 
 PAIRS = [(g, s) for g in traits.GENDERS for s in traits.STYLES]
 

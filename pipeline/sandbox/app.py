@@ -81,7 +81,8 @@ async def assets(request: web.Request) -> web.Response:
 
 async def preview_head(request: web.Request) -> web.StreamResponse:
     """Render the head described by the query as PNG, as Bitmoji's preview endpoint does."""
-    from pipeline.sandbox.avatar import encode_png, render_avatar
+    from pipeline.sandbox.avatar import render_avatar
+    from pipeline.viz import encode_png
 
     sandbox = request.app[SANDBOX_KEY]
     sandbox.requests += 1

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from pipeline.sandbox.accessories import draw_beard, draw_glasses, draw_hair, draw_hat, draw_moustache
@@ -416,15 +415,3 @@ def render_avatar(spec: AvatarSpec) -> np.ndarray:
     pen = Pen(image, matrix, 1.3 if head.deluxe else 2.6, 0.55 if head.deluxe else 0.32)
     draw_head(Pens(pen, pen, pen), head)
     return image
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Encode an RGB uint8 image as PNG bytes.
-
-    Raises:
-        ValueError: if OpenCV cannot encode the array.
-    """
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"cv2.imencode could not encode an array of shape {rgb.shape} as PNG")
-    return buf.tobytes()
