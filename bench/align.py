@@ -13,13 +13,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.align import AlignConfig, align_to_landmarks, combine_eyes, find_mouth, geometric_eyes, search_eyes
-from pipeline.align_run import DomainReport, align_domain
-from pipeline.detect import decode_image, find_face, to_grey
-from pipeline.params import AlignParams
+from pipeline.core.params import AlignParams
+from pipeline.core.storage import atomic_write_bytes
+from pipeline.core.viz import encode_png
+from pipeline.faces.align import AlignConfig, align_to_landmarks, combine_eyes, find_mouth, geometric_eyes, search_eyes
+from pipeline.faces.align_run import DomainReport, align_domain
+from pipeline.faces.detect import decode_image, find_face, to_grey
 from pipeline.sandbox.photo import encode_jpeg, photo_jpeg_quality, render_photo
-from pipeline.storage import atomic_write_bytes
-from pipeline.viz import encode_png
 
 IDENTITIES = [f"bench_person_{i:02d}" for i in range(25)]
 

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data import ShardDataset, ShardStream, forget_verified, make_loader, to_model_input
-from pipeline.manifest import write_manifest
-from pipeline.shards import write_dataset
+from pipeline.core.manifest import write_manifest
+from pipeline.dataset.loader import ShardDataset, ShardStream, forget_verified, make_loader, to_model_input
+from pipeline.dataset.shards import write_dataset
 
 SIDE = 152
 

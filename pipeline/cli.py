@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
+from pipeline.core.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
 
 app = typer.Typer(
     help="img2caricature: crawl faces and avatars, align, pack, train. Stages run via `dvc repro`.",
@@ -85,9 +85,9 @@ def sandbox_grid(
     seed: Annotated[int, typer.Option(help="sampling seed.")] = 0,
 ) -> None:
     """Render a grid of random sandbox avatars to look at (no server needed)."""
+    from pipeline.core.viz import image_grid, save_png
     from pipeline.sandbox import traits
     from pipeline.sandbox.avatar import render_avatar
-    from pipeline.viz import image_grid, save_png
 
     catalogue = traits.parse_catalogue(traits.catalogue_json())
     specs = traits.sample_specs(catalogue, count, seed, traits.GENDERS, traits.STYLES)
@@ -141,8 +141,8 @@ def align_eval_cmd(
     """Detection recall and eye-centre error (NME) of the current align params on annotated photos."""
     import json
 
-    from pipeline.align_run import align_config
-    from pipeline.landmark_eval import landmark_rows, summarise, write_landmark_rows
+    from pipeline.faces.align_run import align_config
+    from pipeline.faces.landmark_eval import landmark_rows, summarise, write_landmark_rows
 
     if not (root / "annotations.csv").is_file():
         _fail(f"{root}/annotations.csv not found; pass --root <folder with annotations.csv and images/>")
@@ -152,7 +152,7 @@ def align_eval_cmd(
     for name, value in figures.items():
         typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")
     if out is not None:
-        from pipeline.storage import atomic_write_json
+        from pipeline.core.storage import atomic_write_json
 
         atomic_write_json(out, json.loads(json.dumps(figures, default=float)))
     if rows is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.align_run import run_align
-from pipeline.params import Params, load_params
-from pipeline.runner import run_stage, write_metrics
+from pipeline.core.params import Params, load_params
+from pipeline.core.runner import run_stage, write_metrics
+from pipeline.faces.align_run import run_align
 
 
 def main(given: Params | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.crawl_avatars import CrawlError, crawl_avatars
-from pipeline.params import Params, load_params
-from pipeline.runner import run_stage, write_metrics
+from pipeline.core.params import Params, load_params
+from pipeline.core.runner import run_stage, write_metrics
+from pipeline.crawl.avatars import CrawlError, crawl_avatars
 
 
 def main(given: Params | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.crawl_faces import FaceCrawlError, crawl_faces
-from pipeline.params import Params, load_params
-from pipeline.runner import run_stage, write_metrics
+from pipeline.core.params import Params, load_params
+from pipeline.core.runner import run_stage, write_metrics
+from pipeline.crawl.faces import FaceCrawlError, crawl_faces
 
 
 def main(given: Params | None = None) -> None:

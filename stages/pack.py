@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from pipeline.params import Params, load_params
-from pipeline.runner import run_stage, write_metrics
-from pipeline.shards import PackConfig, PackError, pack
+from pipeline.core.params import Params, load_params
+from pipeline.core.runner import run_stage, write_metrics
+from pipeline.dataset.shards import PackConfig, PackError, pack
 
 
 def main(given: Params | None = None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import FaultParams, SandboxParams
+from pipeline.core.params import FaultParams, SandboxParams
 from pipeline.sandbox.server import SandboxServer
 
 REPO = Path(__file__).resolve().parents[1]

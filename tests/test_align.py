@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.align import AlignConfig, AlignResult, align_bytes, align_face, align_to_landmarks
-from pipeline.detect import REJECT_REASONS, DetectConfig, decode_image
+from pipeline.faces.align import AlignConfig, AlignResult, align_bytes, align_face, align_to_landmarks
+from pipeline.faces.detect import REJECT_REASONS, DetectConfig, decode_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES_DEV = DATA / "faces-dev"
@@ -211,7 +211,7 @@ def test_same_bytes_align_to_identical_bytes_in_process_and_in_a_fresh_one():
     assert first.record() == second.record()
     script = (
         "import hashlib, pathlib, sys\n"
-        "from pipeline.align import AlignConfig, align_bytes\n"
+        "from pipeline.faces.align import AlignConfig, align_bytes\n"
         "r = align_bytes(pathlib.Path(sys.argv[1]).read_bytes(), AlignConfig())\n"
         "print(hashlib.sha256(r.image.tobytes()).hexdigest())\n"
     )

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.align import AlignConfig, align_face
-from pipeline.align_run import run_align
-from pipeline.crawl_avatars import crawl_avatars
-from pipeline.crawl_faces import crawl_faces
-from pipeline.params import Params, SandboxParams, parse_params
+from pipeline.core.params import Params, SandboxParams, parse_params
+from pipeline.crawl.avatars import crawl_avatars
+from pipeline.crawl.faces import crawl_faces
+from pipeline.faces.align import AlignConfig, align_face
+from pipeline.faces.align_run import run_align
 from pipeline.sandbox.photo import photo_kind, render_photo
 
 
@@ -129,7 +129,7 @@ def test_synthetic_photos_align_to_their_known_eyes() -> None:
 
 
 def test_bad_align_params_fail_with_the_dotted_key() -> None:
-    from pipeline.params import ParamsError
+    from pipeline.core.params import ParamsError
 
     with pytest.raises(ParamsError, match=r"align: Value error, left_eye"):
         parse_params({"align": {"left_eye": [0.7, 0.35], "right_eye": [0.3, 0.35]}})

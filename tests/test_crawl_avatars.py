@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import crawl_avatars as crawler
-from pipeline.crawl_avatars import CrawlError, crawl_avatars
-from pipeline.fetch import RetryPolicy, parse_retry_after
-from pipeline.manifest import journal_path, manifest_params
-from pipeline.params import CrawlAvatarsParams, FaultParams, SandboxParams
+from pipeline.crawl import avatars as crawler
+from pipeline.core.manifest import journal_path, manifest_params
+from pipeline.core.params import CrawlAvatarsParams, FaultParams, SandboxParams
+from pipeline.core.storage import DiskFullError
+from pipeline.crawl.avatars import CrawlError, crawl_avatars
+from pipeline.crawl.fetch import RetryPolicy, parse_retry_after
 from pipeline.sandbox.server import SandboxServer
-from pipeline.storage import DiskFullError
 
 REPO = Path(__file__).resolve().parents[1]
 StartServer = Callable[..., SandboxServer]

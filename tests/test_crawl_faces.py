@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.crawl_faces import FaceCrawlError, crawl_faces
-from pipeline.faces_store import dhash256, hamming
-from pipeline.params import CrawlFacesParams, FaultParams, SandboxParams
+from pipeline.core.params import CrawlFacesParams, FaultParams, SandboxParams
+from pipeline.core.storage import safe_name
+from pipeline.crawl.face_store import dhash256, hamming
+from pipeline.crawl.faces import FaceCrawlError, crawl_faces
 from pipeline.sandbox.photo import identity_spec
 from pipeline.sandbox.server import SandboxServer
-from pipeline.storage import safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 StartServer = Callable[..., SandboxServer]
@@ -226,7 +226,7 @@ def test_a_full_downloader_queue_never_drops_a_task() -> None:
     import requests
     from icrawler.utils import CachedQueue, Signal
 
-    from pipeline.engines import BingTaggingParser, PageStats
+    from pipeline.crawl.engines import BingTaggingParser, PageStats
 
     queue = CachedQueue(1)
     parser = BingTaggingParser(1, Signal(), requests.Session(), out_queue=queue, stats=PageStats(), per_identity=5)

@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline.data import (
+from pipeline.core.manifest import write_manifest
+from pipeline.dataset.loader import (
     Augment,
     ShardDataset,
     ShardError,
@@ -25,8 +26,7 @@ from pipeline.data import (
     pick_device,
     to_model_input,
 )
-from pipeline.manifest import write_manifest
-from pipeline.shards import write_dataset
+from pipeline.dataset.shards import write_dataset
 
 SIDE = 24
 TRAIN = [i for i in range(23) if i % 5 != 4]  # the sample ids make_shards puts in `train`

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.detect import (
+from pipeline.faces.detect import (
     DetectConfig,
     ImageDecodeError,
     decode_image,

@@ -9,8 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.align import AlignConfig
-from pipeline.landmark_eval import box_iou, evaluate_landmarks, landmark_rows, read_annotations, write_landmark_rows
+from pipeline.faces.align import AlignConfig
+from pipeline.faces.landmark_eval import (
+    box_iou,
+    evaluate_landmarks,
+    landmark_rows,
+    read_annotations,
+    write_landmark_rows,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LANDMARKS = DATA / "faces-landmarks"

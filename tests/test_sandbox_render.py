@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.core.viz import encode_png, image_grid, save_png
 from pipeline.sandbox import traits
 from pipeline.sandbox.avatar import avatar_landmarks, render_avatar
 from pipeline.sandbox.photo import (
@@ -19,7 +20,6 @@ from pipeline.sandbox.photo import (
     photo_kind,
     render_photo,
 )
-from pipeline.viz import encode_png, image_grid, save_png
 
 PAIRS = [(g, s) for g in traits.GENDERS for s in traits.STYLES]
 

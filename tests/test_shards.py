@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.faces_store import TRAIT_COLUMNS, hamming
-from pipeline.shards import PackConfig, PackError, letterbox, pack, read_labels
+from pipeline.crawl.face_store import TRAIT_COLUMNS, hamming
+from pipeline.dataset.shards import PackConfig, PackError, letterbox, pack, read_labels
 
 IDENTITIES = {"Ann Lee": 12, "Bob Ray": 10, "Cy Few": 3}
 
@@ -185,7 +185,7 @@ def test_missing_inputs_say_which_stage_to_run(tmp_path: Path) -> None:
 def test_stage_main_packs_and_writes_flat_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from pipeline.params import parse_params
+    from pipeline.core.params import parse_params
     from stages import pack as stage
 
     cfg = make_aligned(tmp_path)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.faces_store import hamming
-from pipeline.splits import (
+from pipeline.crawl.face_store import hamming
+from pipeline.dataset.splits import (
     SplitError,
     hash_splits,
     identity_labels,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.crawl.validate import ImageLimits, ImageRejected, sniff_format, validate_image
 from pipeline.sandbox.faults import bomb_png
-from pipeline.validate import ImageLimits, ImageRejected, sniff_format, validate_image
 
 
 def png(width: int = 80, height: int = 60) -> bytes:

@@ -11,7 +11,7 @@ from threading import Lock
 
 from aiohttp import web
 
-from pipeline.params import FaultParams
+from pipeline.core.params import FaultParams
 
 FAULT_KINDS = ("error_429", "error_500", "error_503", "truncated", "wrong_type", "corrupt", "oversized")
 

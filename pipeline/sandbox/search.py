@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 from aiohttp import web
 
-from pipeline.storage import safe_name
+from pipeline.core.storage import safe_name
+from pipeline.sandbox.state import SANDBOX_KEY
 
 PHOTO_EXTS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".bmp": "image/bmp"}
 # Share of synthetic search results that are junk, as on the real web: the same photo at a second URL,
@@ -84,8 +85,6 @@ def _int(request: web.Request, key: str, default: int) -> int:
 
 def _page(request: web.Request, name_key: str, start: int, size: int) -> list[str]:
     """Absolute photo URLs of one result page for the person named by query parameter `name_key`."""
-    from pipeline.sandbox.app import SANDBOX_KEY
-
     cfg = request.app[SANDBOX_KEY].cfg
     results = search_results(request.query.get(name_key, ""), cfg.photos, cfg.photos_per_identity, cfg.seed)
     base = f"{request.scheme}://{request.host}"
@@ -145,7 +144,6 @@ def _resized(jpeg: bytes, factor: float, quality: int) -> bytes:
 
 async def photo(request: web.Request) -> web.StreamResponse:
     """A photo by identity and rank: a real file of the photo folder, or a synthetic render."""
-    from pipeline.sandbox.app import SANDBOX_KEY
     from pipeline.sandbox.photo import encode_jpeg, photo_jpeg_quality, render_photo
 
     sandbox = request.app[SANDBOX_KEY]

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from pipeline.params import SandboxParams
+from pipeline.core.params import SandboxParams
 from pipeline.sandbox.app import create_app
 
 HOST = "127.0.0.1"  # the sandbox never listens beyond loopback

@@ -146,7 +146,7 @@ class CrawlFacesParams(FetchParams):
             raise ValueError(f"source {self.source!r} needs identities: the names to search for")
         if self.engine_url is not None and not self.engine_url.startswith(("http://", "https://")):
             raise ValueError(f"engine_url must be an http(s) URL, got {self.engine_url!r}")
-        from pipeline.storage import safe_name
+        from pipeline.core.storage import safe_name
 
         folders: dict[str, str] = {}
         for name in self.identities:

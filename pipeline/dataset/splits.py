@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "val", "test")
-_HEX_DIGITS = 64  # a 256-bit dHash as written by pipeline.faces_store.dhash256
+_HEX_DIGITS = 64  # a 256-bit dHash as written by pipeline.crawl.face_store.dhash256
 
 
 class SplitError(ValueError):

@@ -16,14 +16,21 @@ from urllib.parse import urlencode
 import aiohttp
 from tqdm import tqdm
 
-from pipeline.fetch import USER_AGENT, FetchOutcome, RetryPolicy, fetch_image, fetch_json
-from pipeline.manifest import Journal, count_reasons, journal_path, previous_rows, prune_unreferenced, write_manifest
-from pipeline.params import CrawlAvatarsParams, SandboxParams, resolved
+from pipeline.core.manifest import (
+    Journal,
+    count_reasons,
+    journal_path,
+    previous_rows,
+    prune_unreferenced,
+    write_manifest,
+)
+from pipeline.core.params import CrawlAvatarsParams, SandboxParams, resolved
+from pipeline.core.storage import DiskFullError, atomic_write_bytes, content_path, remove_partials
+from pipeline.crawl.fetch import USER_AGENT, FetchOutcome, RetryPolicy, fetch_image, fetch_json
+from pipeline.crawl.validate import ImageLimits
 from pipeline.sandbox import traits
 from pipeline.sandbox.app import ASSETS_PATH, PREVIEW_PATH
 from pipeline.sandbox.server import SandboxServer
-from pipeline.storage import DiskFullError, atomic_write_bytes, content_path, remove_partials
-from pipeline.validate import ImageLimits
 
 BASE_COLUMNS = ["key", "gender", "style", "scale", "rotation"]
 RESULT_COLUMNS = ["url", "sha256", "path", "width", "height", "status", "reason", "detail", "attempts", "http_status"]

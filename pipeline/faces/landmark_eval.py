@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.align import EYE_METHODS, AlignConfig, combine_eyes, geometric_eyes, search_eyes
-from pipeline.detect import Box, decode_image, detect_faces, to_grey
+from pipeline.faces.align import EYE_METHODS, AlignConfig, combine_eyes, geometric_eyes, search_eyes
+from pipeline.faces.detect import Box, decode_image, detect_faces, to_grey
 
 ANNOTATION_COLUMNS = ("file", "x", "y", "w", "h", "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y")
 MATCH_IOU = 0.3  # a detection this close to the truth is "the" face whose eyes are scored

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import TMP_MARK, atomic_write_bytes
+from pipeline.core.storage import TMP_MARK, atomic_write_bytes
 
 PARAMS_META_KEY = b"img2caricature.params"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.validate import ImageLimits, ImageRejected, ValidImage, validate_image
+from pipeline.crawl.validate import ImageLimits, ImageRejected, ValidImage, validate_image
 
 # Statuses worth another try: the server said "later" or failed transiently.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

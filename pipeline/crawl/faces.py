@@ -13,15 +13,22 @@ from typing import Any
 
 from icrawler import Crawler, ImageDownloader
 
-from pipeline import engines
-from pipeline.faces_store import TRAIT_COLUMNS, FaceSaver, synthetic_columns
-from pipeline.fetch import USER_AGENT, FetchFailed, RetryPolicy, fetch_bytes
-from pipeline.manifest import Journal, count_reasons, journal_path, previous_rows, prune_unreferenced, write_manifest
-from pipeline.params import CrawlFacesParams, SandboxParams, resolved
+from pipeline.core.manifest import (
+    Journal,
+    count_reasons,
+    journal_path,
+    previous_rows,
+    prune_unreferenced,
+    write_manifest,
+)
+from pipeline.core.params import CrawlFacesParams, SandboxParams, resolved
+from pipeline.core.storage import remove_partials, safe_name
+from pipeline.crawl import engines
+from pipeline.crawl.face_store import TRAIT_COLUMNS, FaceSaver, synthetic_columns
+from pipeline.crawl.fetch import USER_AGENT, FetchFailed, RetryPolicy, fetch_bytes
+from pipeline.crawl.validate import ImageLimits
 from pipeline.sandbox.search import PHOTO_EXTS, folder_listing
 from pipeline.sandbox.server import SandboxServer
-from pipeline.storage import remove_partials, safe_name
-from pipeline.validate import ImageLimits
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.storage import atomic_write_bytes
+from pipeline.core.storage import atomic_write_bytes
 
 
 def image_grid(

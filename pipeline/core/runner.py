@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.params import ParamsError
-from pipeline.storage import atomic_write_json
+from pipeline.core.params import ParamsError
+from pipeline.core.storage import atomic_write_json
 
 log = logging.getLogger("img2caricature")
 

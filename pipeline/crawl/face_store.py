@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.manifest import Journal
-from pipeline.params import SandboxParams
+from pipeline.core.manifest import Journal
+from pipeline.core.params import SandboxParams
+from pipeline.core.storage import DiskFullError, atomic_write_bytes, safe_name
+from pipeline.crawl.validate import ImageLimits, ImageRejected, validate_image
 from pipeline.sandbox import traits
-from pipeline.storage import DiskFullError, atomic_write_bytes, safe_name
-from pipeline.validate import ImageLimits, ImageRejected, validate_image
 
 TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]
 FACE_COLUMNS = [

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.transform import SimilarityTransform, warp
 
-from pipeline.detect import (
+from pipeline.faces.detect import (
     Box,
     DetectConfig,
     ImageDecodeError,

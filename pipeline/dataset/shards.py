@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.detect import ImageDecodeError, decode_image
-from pipeline.faces_store import TRAIT_COLUMNS
-from pipeline.manifest import prune_unreferenced, write_manifest
-from pipeline.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
-from pipeline.storage import atomic_write_bytes, atomic_write_json, remove_partials
+from pipeline.core.manifest import prune_unreferenced, write_manifest
+from pipeline.core.storage import atomic_write_bytes, atomic_write_json, remove_partials
+from pipeline.crawl.face_store import TRAIT_COLUMNS
+from pipeline.dataset.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
+from pipeline.faces.detect import ImageDecodeError, decode_image
 
 log = logging.getLogger("img2caricature.pack")
 

@@ -18,13 +18,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.align import AlignConfig, align_bytes, align_to_landmarks
-from pipeline.detect import DetectConfig, ImageDecodeError, decode_image
-from pipeline.manifest import Journal, journal_path, previous_rows, prune_unreferenced, read_manifest, write_manifest
-from pipeline.params import AlignParams, Params, resolved
+from pipeline.core.manifest import (
+    Journal,
+    journal_path,
+    previous_rows,
+    prune_unreferenced,
+    read_manifest,
+    write_manifest,
+)
+from pipeline.core.params import AlignParams, Params, resolved
+from pipeline.core.storage import atomic_write_bytes, remove_partials
+from pipeline.core.viz import encode_png
+from pipeline.faces.align import AlignConfig, align_bytes, align_to_landmarks
+from pipeline.faces.detect import DetectConfig, ImageDecodeError, decode_image
 from pipeline.sandbox import traits
-from pipeline.storage import atomic_write_bytes, remove_partials
-from pipeline.viz import encode_png
 
 TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]
 POINT_COLUMNS = [f"{p}_{a}" for p in ("left_eye", "right_eye", "nose", "mouth") for a in ("x", "y")]
@@ -333,7 +340,7 @@ def run_align(params: Params, progress: bool = True) -> dict[str, Any]:
 
 def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_domain: int = 24) -> None:
     """A picture to check alignment at a glance: aligned faces above aligned avatars, template eyes marked."""
-    from pipeline.viz import image_grid, save_png
+    from pipeline.core.viz import image_grid, save_png
 
     tiles: list[np.ndarray] = []
     for kind in ("faces", "avatars"):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from pipeline.splits import SPLITS
+from pipeline.dataset.splits import SPLITS
 
 REPACK = "re-run `dvc repro pack` to rebuild it"
 # Per process: shard path -> (size, mtime_ns, inode) of the bytes whose sha256 matched the index. Forked

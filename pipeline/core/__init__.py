@@ -1,0 +1,1 @@
+"""Shared plumbing: typed params, storage, manifests and reuse, stage runner, image grids."""

@@ -1,0 +1,1 @@
+"""Leak-free splits, uint8 shards and the checksum-verified loader."""
