@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.crawl import avatars as crawler
 from pipeline.core.manifest import journal_path, manifest_params
 from pipeline.core.params import CrawlAvatarsParams, FaultParams, SandboxParams
 from pipeline.core.storage import DiskFullError
+from pipeline.crawl import avatars as crawler
 from pipeline.crawl.avatars import CrawlError, crawl_avatars
 from pipeline.crawl.fetch import RetryPolicy, parse_retry_after
 from pipeline.sandbox.server import SandboxServer
