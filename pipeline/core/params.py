@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -222,6 +223,74 @@ class PackParams(_Section):
         return self
 
 
+class RuntimeParams(_Section):
+    """How a training stage uses the machine (`<section>.runtime`); the training core reads it."""
+
+    device: str = "auto"  # auto = CUDA when present, else CPU; or cpu, cuda, cuda:1, ...
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool = True  # NHWC model and inputs: tensor cores on CUDA, oneDNN's faster convs on CPU
+    compile: bool = False  # torch.compile the model: minutes of compiling, pays off on long GPU runs
+    threads: int = Field(0, ge=0, le=1024)  # CPU threads per process; 0 = the cores shared by the local ranks
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+class AugmentParams(_Section):
+    """On-device training augmentation (pipeline.dataset.loader.augment_batch)."""
+
+    flip: float = Field(0.5, ge=0, le=1)  # probability of a horizontal flip
+    crop: float = Field(0.1, ge=0, lt=1)  # largest share of the side a random crop removes
+    brightness: float = Field(0.1, ge=0, le=1)  # factors drawn from 1 +- this
+    contrast: float = Field(0.1, ge=0, le=1)
+    saturation: float = Field(0.1, ge=0, le=1)
+
+
+class LoopParams(_Section):
+    """The step loop every training section shares (pipeline.train): length, seeding, logging, checkpoints."""
+
+    seed: int = 0
+    steps: int = Field(300, ge=1, le=10_000_000)
+    batch_size: int = Field(32, ge=1, le=100_000)  # per process; a torchrun job of R ranks sees R x this per step
+    grad_clip: float = Field(0.0, ge=0)  # largest global gradient norm; 0 = no clipping
+    log_every: int = Field(10, ge=1)  # steps between logged training curves (averaged over the interval)
+    eval_every: int = Field(50, ge=1)  # steps between evaluations (and model selection)
+    checkpoint_every: int = Field(100, ge=1)  # steps between checkpoints; one is always written at the end
+    runtime: RuntimeParams = RuntimeParams()
+
+
+class PretrainFParams(LoopParams):
+    """`pretrain_f`: the VGG-16-D identity classifier whose L2-normalised penultimate activation is f.
+
+    It reads the `faces` shards under pack.out_dir: trains on `train`, selects on `val`, reports on `test`.
+    """
+
+    steps: int = Field(240, ge=1, le=10_000_000)
+    batch_size: int = Field(32, ge=1, le=100_000)
+    eval_every: int = Field(40, ge=1)
+    checkpoint_every: int = Field(40, ge=1)
+    input_size: Literal[64, 128, 152] = 128  # the seed's 128 or the DTN paper's 152 (64 for quick runs)
+    width: float = Field(0.125, gt=0, le=4)  # multiplier of every conv and hidden FC width; 1 = paper scale
+    batch_norm: bool = True
+    dropout: float = Field(0.5, ge=0, lt=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd = SGD with Nesterov momentum
+    lr: float = Field(0.05, gt=0, le=10)  # peak learning rate
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD momentum, or AdamW's beta1
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    schedule: Literal["constant", "cosine"] = "cosine"  # after the warm-up
+    warmup_steps: int = Field(20, ge=0)  # linear ramp from 0 to lr
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: AugmentParams = AugmentParams()
+    model: str = "models/f.pt"
+    metrics: str = "metrics/pretrain_f.json"
+    live_dir: str = "reports/pretrain_f"  # dvclive curves and images, per-identity accuracy, confusion matrix
+    checkpoint_dir: str = "models/checkpoints/pretrain_f"  # the resume state after a kill
+
+
 class Params(_Section):
     """The whole params.yaml. Sections are added as their stages land."""
 
@@ -229,6 +298,7 @@ class Params(_Section):
     crawl: CrawlParams = CrawlParams()
     align: AlignParams = AlignParams()
     pack: PackParams = PackParams()
+    pretrain_f: PretrainFParams = PretrainFParams()
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Metrics shared across models: top-k accuracy, per-class accuracy, confusion counts."""
