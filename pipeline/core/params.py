@@ -277,10 +277,10 @@ class PretrainFParams(LoopParams):
     width: float = Field(0.125, gt=0, le=4)  # multiplier of every conv and hidden FC width; 1 = paper scale
     batch_norm: bool = True
     dropout: float = Field(0.5, ge=0, lt=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd = SGD with Nesterov momentum
-    lr: float = Field(0.05, gt=0, le=10)  # peak learning rate
+    optimizer: Literal["sgd", "adamw"] = "adamw"  # sgd = SGD with Nesterov momentum
+    lr: float = Field(0.002, gt=0, le=10)  # peak learning rate
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD momentum, or AdamW's beta1
-    weight_decay: float = Field(5e-4, ge=0, le=1)
+    weight_decay: float = Field(0.05, ge=0, le=1)
     schedule: Literal["constant", "cosine"] = "cosine"  # after the warm-up
     warmup_steps: int = Field(20, ge=0)  # linear ramp from 0 to lr
     label_smoothing: float = Field(0.1, ge=0, lt=1)

@@ -101,6 +101,9 @@ class Trainer:
         self.peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.step = 0
         self.best: dict[str, Any] | None = None
+        # Curve sums of the steps since the last logged point: checkpointed, so a resumed curve equals an unbroken one.
+        self.pending: dict[str, float] = {}
+        self.pending_steps = 0
         self.live = LiveLog(live_dir or ".", enabled=False)
 
     # ---- start: resume or fresh ---------------------------------------------------------------------------------
@@ -124,6 +127,8 @@ class Trainer:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(payload["optimizers"][name])
         self.step, self.best = int(payload["step"]), payload.get("best")
+        self.pending = dict(payload.get("pending", {}))
+        self.pending_steps = int(payload.get("pending_steps", 0))
 
     # ---- backward: one optimizer step ---------------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, optimizer: str = "model") -> float:
@@ -159,8 +164,6 @@ class Trainer:
         """Train from `self.step` to `loop.steps`; see the class docstring for what happens around each step."""
         loop, rt = self.loop, self.rt
         result = FitResult(start_step=self.step, step=self.step)
-        sums: dict[str, float] = {}
-        count = 0
         started = time.perf_counter()
         source = self.batches(stream)
         for module in self.modules.values():
@@ -180,13 +183,13 @@ class Trainer:
             self.step += 1
             result.images += int(batch["image"].shape[0])
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            count += 1
+                self.pending[name] = self.pending.get(name, 0.0) + float(value)
+            self.pending_steps += 1
             # ---- log
             if self.step % loop.log_every == 0 or self.step == loop.steps:
-                curves = rt.mean_over_ranks({name: total / count for name, total in sums.items()})
-                self.live.log(self.step, {**curves, "train/lr_factor": factor})
-                sums, count = {}, 0
+                means = {name: total / self.pending_steps for name, total in self.pending.items()}
+                self.live.log(self.step, {**rt.mean_over_ranks(means), "train/lr_factor": factor})
+                self.pending, self.pending_steps = {}, 0
             # ---- evaluate and select
             if evaluate is not None and (self.step % loop.eval_every == 0 or self.step == loop.steps):
                 self.evaluate(evaluate)
@@ -216,8 +219,13 @@ class Trainer:
         return metrics
 
     def save(self) -> None:
-        """Write the checkpoint (rank 0), atomically."""
-        if self.checkpoint is None or not self.rt.is_main:
+        """Write the checkpoint (rank 0), atomically. Every rank calls it: the pending curve sums are averaged."""
+        if self.checkpoint is None:
+            return
+        # The mean over ranks of the partial sums: after a resume, each rank adds its own steps to it, and the mean
+        # over ranks of that is the mean an unbroken run logs.
+        pending = self.rt.mean_over_ranks(self.pending)
+        if not self.rt.is_main:
             return
         payload = {
             "run": self.key.record(),
@@ -225,6 +233,8 @@ class Trainer:
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "best": self.best,
+            "pending": pending,
+            "pending_steps": self.pending_steps,
         }
         save_checkpoint(self.checkpoint, payload)
 

@@ -1,0 +1,164 @@
+"""The pretrain_f stage on tiny shards: outputs, resume after kill -9, refusals, DDP over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.models.face_encoder import load_f
+from pipeline.train.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "input_size": 64,
+    "width": 0.125,
+    "batch_size": 8,
+    "steps": 24,
+    "eval_every": 6,
+    "checkpoint_every": 6,
+    "log_every": 3,
+    "optimizer": "adamw",
+    "lr": 0.003,
+    "weight_decay": 0.01,
+    "warmup_steps": 2,
+    "runtime": {"threads": 1},
+}
+
+
+def workdir(root: Path, shards: Path, **section: object) -> Path:
+    """A folder with a params.yaml whose pretrain_f trains on `shards`; every output lands inside it."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = {"pack": {"out_dir": str(shards)}, "pretrain_f": {**TINY, **section}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def stage(cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.pretrain_f"], cwd=cwd, env=env(), capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["modules"]["model"]
+
+
+def test_stage_writes_f_metrics_with_chance_and_plots(tmp_path: Path, tiny_faces: Path) -> None:
+    run = workdir(tmp_path / "run", tiny_faces)
+    out = stage(run).stdout
+    assert "no checkpoint" in out and "test top-1" in out
+    metrics = json.loads((run / "metrics/pretrain_f.json").read_text())
+    assert metrics["identities"] == 4 and metrics["test_images"] == 16 and metrics["train_images"] == 96
+    assert metrics["chance_top1"] == 0.25 and metrics["chance_top5"] == 1.0 and metrics["majority_top1"] == 0.25
+    assert metrics["test_top1"] >= 0.75 and metrics["selected_step"] in (6, 12, 18, 24)
+    encoder = load_f(run / "models/f.pt")
+    assert encoder.labels == [f"person_{i}" for i in range(4)] and encoder.info["params"]["width"] == 0.125
+    assert encoder.info["metrics"] == metrics and encoder.info["align"]["size"] == 152
+    f = encoder.embed(torch.zeros(2, 40, 40, 3, dtype=torch.uint8))
+    assert f.shape == (2, encoder.net.embed_dim) and torch.allclose(f.norm(dim=1), torch.ones(2), atol=1e-5)
+    live = run / "reports/pretrain_f"
+    steps = [int(line.split("\t")[0]) for line in (live / "plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(3, 25, 3))
+    assert (live / "plots/metrics/val/top1.tsv").is_file() and (live / "plots/images/test_predictions.png").is_file()
+    confusion = json.loads((live / "plots/sklearn/confusion.json").read_text())
+    assert len(confusion) == 16 and {"actual", "predicted"} <= set(confusion[0])
+    per_identity = json.loads((live / "per_identity.json").read_text())
+    assert [row["test_images"] for row in per_identity] == [4, 4, 4, 4]
+    assert not (run / "dvc.yaml").exists()  # dvclive never writes a dvc.yaml of its own
+
+
+def test_resume_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path, tiny_faces: Path) -> None:
+    clean = workdir(tmp_path / "clean", tiny_faces, steps=120, checkpoint_every=5, eval_every=10)
+    stage(clean)
+    killed = workdir(tmp_path / "killed", tiny_faces, steps=120, checkpoint_every=5, eval_every=10)
+    checkpoint = killed / "models/checkpoints/pretrain_f/last.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.pretrain_f"], cwd=killed, env=env(), stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    step = load_checkpoint(checkpoint)["step"]
+    assert 0 < step < 120, f"the kill came at step {step}; the test needs it mid-run"
+    out = stage(killed).stdout
+    assert f"resuming from step {step}" in out
+    for final in ("models/checkpoints/pretrain_f/last.pt",):
+        ours, theirs = weights(killed / final), weights(clean / final)
+        assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+    ours, theirs = load_f(killed / "models/f.pt").net.state_dict(), load_f(clean / "models/f.pt").net.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+    assert (killed / "metrics/pretrain_f.json").read_text() == (clean / "metrics/pretrain_f.json").read_text()
+    curve = "reports/pretrain_f/plots/metrics/train/loss.tsv"
+    assert (killed / curve).read_text() == (clean / curve).read_text()  # no row twice, none missing
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed_but_a_matching_one_is(tmp_path: Path, tiny_faces: Path) -> None:
+    run = workdir(tmp_path / "run", tiny_faces, steps=12)
+    stage(run)
+    first = (run / "metrics/pretrain_f.json").read_text()
+    again = stage(run).stdout  # same params, code and data: the finished checkpoint is the result
+    assert "resuming from step 12" in again and (run / "metrics/pretrain_f.json").read_text() == first
+    workdir(run, tiny_faces, steps=12, lr=0.004)
+    out = stage(run).stdout
+    assert "other params (lr: 0.003 -> 0.004)" in out and "starting fresh from step 0" in out
+    assert json.loads((run / "reports/pretrain_f/run.json").read_text())["resumed_from_step"] == 0
+    assert load_checkpoint(run / "models/checkpoints/pretrain_f/last.pt")["run"]["params"]["lr"] == 0.004
+
+
+def test_a_corrupt_checkpoint_stops_the_stage_with_its_name_and_the_fix(tmp_path: Path, tiny_faces: Path) -> None:
+    run = workdir(tmp_path / "run", tiny_faces, steps=6)
+    checkpoint = run / "models/checkpoints/pretrain_f/last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"PK\x03\x04 half a zip")
+    result = stage(run, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "models/checkpoints/pretrain_f/last.pt is corrupt" in result.stderr and "delete it" in result.stderr
+    assert checkpoint.read_bytes() == b"PK\x03\x04 half a zip"  # nothing the user had is touched
+
+
+def test_too_few_training_faces_for_a_batch_is_a_clear_error(tmp_path: Path, tiny_faces: Path) -> None:
+    result = stage(workdir(tmp_path / "run", tiny_faces, batch_size=500), check=False)
+    assert result.returncode == 1 and "lower pretrain_f.batch_size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+DDP_DRIVER = """
+import json, os
+from pipeline.core.params import load_params
+from pipeline.train.pretrain_f import pretrain_f
+metrics = pretrain_f(load_params(), say=lambda line: None)
+with open(f"metrics_rank{os.environ['RANK']}.json", "w") as handle:
+    json.dump(metrics, handle)
+"""
+
+
+def test_ddp_world_size_2_on_cpu_trains_and_both_ranks_report_the_same_metrics(
+    tmp_path: Path, tiny_faces: Path
+) -> None:
+    run = workdir(tmp_path / "run", tiny_faces, steps=12)
+    (run / "driver.py").write_text(DDP_DRIVER)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "driver.py"]
+    result = subprocess.run(command, cwd=run, env=env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, second = (json.loads((run / f"metrics_rank{r}.json").read_text()) for r in (0, 1))
+    assert first == second and first["test_images"] == 16 and first["test_top1"] > first["chance_top1"]
+    assert json.loads((run / "reports/pretrain_f/run.json").read_text())["world_size"] == 2
+    assert load_f(run / "models/f.pt").labels == [f"person_{i}" for i in range(4)]  # rank 0 wrote f
