@@ -128,6 +128,52 @@ def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> N
     pack.main(with_overrides(params, set_))
 
 
+@app.command("pretrain-f")
+def pretrain_f_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+    """Train the identity classifier f as the `pretrain_f` stage does (resumable; writes models/f.pt and metrics)."""
+    from stages import pretrain_f
+
+    pretrain_f.main(with_overrides(params, set_))
+
+
+@app.command("lookalike")
+def lookalike_cmd(
+    photo: Annotated[Path, typer.Argument(help="a photo with one face (JPEG, PNG, ...).")],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="how many identities to list.")] = 5,
+    show: Annotated[
+        Path | None, typer.Option(help="write input | aligned face | most similar training photo to this PNG.")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="f to use (default: pretrain_f.model).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
+) -> None:
+    """Which trained identity does this photo look like? Detects and aligns the face, runs f, lists the top k."""
+    from pipeline.core.viz import save_png
+    from pipeline.dataset.loader import ShardError
+    from pipeline.faces.detect import ImageDecodeError, decode_image
+    from pipeline.infer.lookalike import LookalikeError, lookalike, most_similar, show_sheet
+    from pipeline.models.face_encoder import load_f
+    from pipeline.train.checkpoint import CheckpointError
+
+    cfg = with_overrides(params, set_) if (set_ or model is None or show is not None) else None
+    model = model or Path(cfg.pretrain_f.model)  # type: ignore[union-attr]
+    if not photo.is_file():
+        _fail(f"{photo} not found; pass the path of a photo")
+    try:
+        encoder = load_f(model)
+        data = photo.read_bytes()
+        match = lookalike(data, encoder, top, name=str(photo))
+        for rank, (identity, probability) in enumerate(match.ranking, 1):
+            typer.echo(f"{rank:>2}. {identity:<32} {probability:6.1%}")
+        if show is not None:
+            shards = Path(cfg.pack.out_dir) / "faces"  # type: ignore[union-attr]
+            similar, cosine = most_similar(encoder, match.aligned, shards, match.ranking[0][0])
+            save_png(show, show_sheet(decode_image(data), match, similar, cosine))
+            typer.echo(f"wrote {show} (most similar training photo of {match.ranking[0][0]}: cosine {cosine:.3f})")
+    except (FileNotFoundError, CheckpointError, LookalikeError, ShardError, ImageDecodeError, ParamsError) as exc:
+        _fail(str(exc))
+
+
 @align_app.command("eval")
 def align_eval_cmd(
     root: Annotated[Path, typer.Option(help="faces-landmarks folder (annotations.csv + images/).")] = Path(

@@ -84,3 +84,38 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]]) -> None:
     assert (metrics["resumed"], metrics["fetched"], metrics["saved"]) == (24, 6, 30)
     shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
     assert shown[""]["data"]["metrics/crawl_avatars.json"]["data"]["saved"] == 30
+
+
+def test_dvc_repro_pretrain_f_writes_f_metrics_and_plots(clone: tuple[Path, dict[str, str]]) -> None:
+    root, env = clone
+    shrink(root, avatars=8)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain_f"].update(input_size=64, steps=20, batch_size=8, eval_every=10, checkpoint_every=10)
+    params["pretrain_f"]["runtime"]["threads"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro", "pretrain_f"], root, env)
+    metrics = json.loads((root / "metrics/pretrain_f.json").read_text())
+    assert metrics["identities"] == 3 and metrics["chance_top1"] == round(1 / 3, 4) and metrics["test_images"] > 0
+    assert (root / "models/f.pt").is_file()
+    run(["git", "diff", "--exit-code", "dvc.yaml"], root, env)  # dvclive declared nothing of its own
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
+    assert shown[""]["data"]["metrics/pretrain_f.json"]["data"]["test_top1"] == metrics["test_top1"]
+    plots = json.loads(run([dvc, "plots", "show", "--json"], root, env).stdout)
+    assert not plots.get("errors")
+    assert all(item[0].get("content") or item[0].get("url") for item in plots["data"].values())
+    names = set(plots["data"])
+    assert {"reports/pretrain_f/plots/metrics/train/loss.tsv", "reports/pretrain_f/per_identity.json"} <= names
+    assert "reports/pretrain_f/plots/sklearn/confusion.json" in names
+    assert any(name.endswith("test_predictions.png") for name in names)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "pretrain_f"], root, env)
+    assert "didn't change" in run([dvc, "repro", "pretrain_f"], root, env).stdout
+    params["pretrain_f"]["steps"] = 30
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([dvc, "repro", "pretrain_f"], root, env).stdout
+    assert "other params (steps: 20 -> 30)" in out and "starting fresh" in out
+    diff = json.loads(run([dvc, "metrics", "diff", "--json"], root, env).stdout)
+    assert "metrics/pretrain_f.json" in diff
+    status = run(["git", "status", "--porcelain"], root, env).stdout.splitlines()
+    assert sorted(line[3:] for line in status) == ["dvc.lock", "metrics/pretrain_f.json", "params.yaml"]

@@ -248,6 +248,8 @@ class AugmentParams(_Section):
     brightness: float = Field(0.1, ge=0, le=1)  # factors drawn from 1 +- this
     contrast: float = Field(0.1, ge=0, le=1)
     saturation: float = Field(0.1, ge=0, le=1)
+    rotate: float = Field(0.0, ge=0, le=45)  # largest in-plane rotation, degrees either way
+    grey: float = Field(0.0, ge=0, le=1)  # probability of a grey image
 
 
 class LoopParams(_Section):
@@ -284,6 +286,7 @@ class PretrainFParams(LoopParams):
     schedule: Literal["constant", "cosine"] = "cosine"  # after the warm-up
     warmup_steps: int = Field(20, ge=0)  # linear ramp from 0 to lr
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    eval_flip: bool = False  # evaluate (and answer lookalike) on the mean logits of the face and its mirror image
     augment: AugmentParams = AugmentParams()
     model: str = "models/f.pt"
     metrics: str = "metrics/pretrain_f.json"

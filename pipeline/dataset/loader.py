@@ -267,6 +267,8 @@ class Augment:
         flip: probability of a horizontal flip.
         crop: largest share of the side a random crop removes (0.1 = crops of 90-100 %), resized back.
         brightness / contrast / saturation: factors drawn uniformly from 1 +- this.
+        rotate: largest in-plane rotation, degrees either way.
+        grey: probability of turning the image grey (real face sets mix in black-and-white photos).
     """
 
     flip: float = 0.5
@@ -274,6 +276,8 @@ class Augment:
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.1
+    rotate: float = 0.0
+    grey: float = 0.0
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -281,15 +285,18 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, cfg: Augment, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop, flip and colour jitter of a float (B, 3, S, S) batch in [0, 1]."""
+    """Random crop, rotation, flip, colour jitter and greying of a float (B, 3, S, S) batch in [0, 1]."""
     batch = x.shape[0]
     # Drawn on the CPU: the same seed gives the same augmentation on every device.
-    u = torch.rand((batch, 7), generator=generator).to(x.device, x.dtype)
+    u = torch.rand((batch, 9), generator=generator).to(x.device, x.dtype)
     flip = torch.where(u[:, 0] < cfg.flip, -1.0, 1.0).to(x)
-    if cfg.crop > 0:
+    if cfg.crop > 0 or cfg.rotate > 0:
         scale = 1 - cfg.crop * u[:, 1]
+        angle = (2 * u[:, 7] - 1) * math.radians(cfg.rotate)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
         theta = torch.zeros((batch, 2, 3), device=x.device, dtype=x.dtype)
-        theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+        # output -> input coordinates: rotate and scale, after mirroring the output's x when flipped
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos * flip, -sin, sin * flip, cos
         theta[:, 0, 2], theta[:, 1, 2] = (2 * u[:, 2] - 1) * (1 - scale), (2 * u[:, 3] - 1) * (1 - scale)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, S, S, 2)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -301,6 +308,8 @@ def augment_batch(x: torch.Tensor, cfg: Augment, generator: torch.Generator | No
     x = (x - mean) * factors[:, 1].view(-1, 1, 1, 1) + mean
     grey = _grey(x)
     x = (x - grey) * factors[:, 2].view(-1, 1, 1, 1) + grey
+    if cfg.grey > 0:
+        x = torch.where((u[:, 8] < cfg.grey).view(-1, 1, 1, 1), _grey(x).expand_as(x), x)
     return x.clamp_(0, 1)
 
 

@@ -41,9 +41,16 @@ class FaceEncoder(nn.Module):
         device = next(self.net.parameters()).device
         return to_model_input(images.to(device), self.input_size)
 
+    @property
+    def eval_flip(self) -> bool:
+        """Whether f was evaluated on the mean logits of a face and its mirror image (params `eval_flip`)."""
+        return bool(self.info.get("params", {}).get("eval_flip", False))
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, N) identity logits of uint8 aligned faces."""
-        return self.net(self.prepare(images))
+        """(B, N) identity logits of uint8 aligned faces, mirror-averaged when f was evaluated that way."""
+        x = self.prepare(images)
+        logits = self.net(x)
+        return (logits + self.net(x.flip(3))) / 2 if self.eval_flip else logits
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """(B, N) softmax over the identities."""

@@ -24,7 +24,7 @@ from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
 from pipeline.train.checkpoint import RunKey
-from pipeline.train.loop import Trainer, eval_batches, lr_factor
+from pipeline.train.loop import Trainer, TrainStep, eval_batches, lr_factor
 from pipeline.train.runtime import Runtime, runtime
 
 # Keys of the section that never change the trained weights: where things go and how often they are logged.
@@ -102,8 +102,32 @@ def run_key(section: PretrainFParams, data_id: str) -> RunKey:
     return RunKey(params, code_version("pipeline.train.pretrain_f"), data_id)
 
 
-def count_split(rt: Runtime, model: nn.Module, data: ShardDataset, size: int, batch_size: int) -> ClassCounts:
-    """Confusion counts, top-1/top-5 hits and the cross-entropy of `model` on a split, summed over every rank."""
+def classifier_step(
+    rt: Runtime, net: nn.Module, trainer: Trainer, size: int, augment: Augment, label_smoothing: float
+) -> TrainStep:
+    """One classifier step: uint8 batch to the device, resize and augment there, forward, cross-entropy, step."""
+
+    def train_step(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        # ---- forward
+        x = rt.memory_format(to_model_input(rt.to_device(batch["image"]), size, augment, generator))
+        target = rt.to_device(batch["label"])
+        with rt.autocast():
+            logits = net(x).float()
+        loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        # ---- backward and step
+        trainer.backward(loss)
+        return {"train/loss": loss.detach(), "train/top1": (logits.argmax(1) == target).float().mean()}
+
+    return train_step
+
+
+def count_split(
+    rt: Runtime, model: nn.Module, data: ShardDataset, size: int, batch_size: int, flip: bool = False
+) -> ClassCounts:
+    """Confusion counts, top-1/top-5 hits and the cross-entropy of `model` on a split, summed over every rank.
+
+    With `flip`, the logits are the mean of the face's and its mirror image's.
+    """
     counts = ClassCounts(model.num_classes)
     was_training = model.training
     model.eval()
@@ -114,6 +138,8 @@ def count_split(rt: Runtime, model: nn.Module, data: ShardDataset, size: int, ba
             x = rt.memory_format(to_model_input(rt.to_device(batch["image"][keep]), size))
             with rt.autocast():
                 logits = model(x).float()
+                if flip:
+                    logits = (logits + model(x.flip(3)).float()) / 2
             labels = rt.to_device(batch["label"][keep])
             counts.add(logits, labels, F.cross_entropy(logits, labels, reduction="none"))
     model.train(was_training)
@@ -195,27 +221,17 @@ def pretrain_f(params: Params, say: Callable[[str], None] = print) -> dict[str, 
                 "lower pretrain_f.batch_size"
             )
         trainer.live.image("train_augmented.png", sample_grid(data.train, labels, 32, size, augment), step=trainer.step)
-
-        def train_step(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-            # ---- forward
-            x = rt.memory_format(to_model_input(rt.to_device(batch["image"]), size, augment, generator))
-            target = rt.to_device(batch["label"])
-            with rt.autocast():
-                logits = net(x).float()
-            loss = F.cross_entropy(logits, target, label_smoothing=section.label_smoothing)
-            # ---- backward and step
-            trainer.backward(loss)
-            return {"train/loss": loss.detach(), "train/top1": (logits.argmax(1) == target).float().mean()}
+        train_step = classifier_step(rt, net, trainer, size, augment, section.label_smoothing)
 
         def evaluate() -> dict[str, float]:
-            counts = count_split(rt, model, data.val, size, section.batch_size)
+            counts = count_split(rt, model, data.val, size, section.batch_size, section.eval_flip)
             return {"val/top1": counts.topk(1), "val/top5": counts.topk(5), "val/loss": counts.loss()}
 
         cpu_start = time.process_time()
         fit = trainer.fit(stream, train_step, evaluate if len(data.val) else None)
         model.load_state_dict(trainer.selected())
         best = trainer.best or {"step": trainer.step, "metrics": {}}
-        test = count_split(rt, model, data.test, size, section.batch_size)
+        test = count_split(rt, model, data.test, size, section.batch_size, section.eval_flip)
         metrics = flat_metrics(test, best["metrics"], data, int(best["step"]))
         if rt.is_main:
             write_outputs(section, params, model, arch, data, test, metrics, trainer)

@@ -1,0 +1,1 @@
+"""Inference on a user's photo with the trained models (`i2c lookalike`)."""
