@@ -220,7 +220,9 @@ def pretrain_f(params: Params, say: Callable[[str], None] = print) -> dict[str, 
                 f"{len(data.train)} training faces over {rt.world_size} rank(s) make no batch of {section.batch_size}; "
                 "lower pretrain_f.batch_size"
             )
-        trainer.live.image("train_augmented.png", sample_grid(data.train, labels, 32, size, augment), step=trainer.step)
+        if rt.is_main:
+            grid = sample_grid(data.train, labels, 32, size, augment)
+            trainer.live.image("train_augmented.png", grid, step=trainer.step)
         train_step = classifier_step(rt, net, trainer, size, augment, section.label_smoothing)
 
         def evaluate() -> dict[str, float]:
