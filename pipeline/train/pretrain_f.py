@@ -170,18 +170,20 @@ def prediction_grid(model: VGG, data: ShardDataset, labels: list[str], size: int
 def flat_metrics(test: ClassCounts, val: dict[str, float], data: FaceData, best_step: int) -> dict[str, Any]:
     """The few numbers of metrics/pretrain_f.json, with chance beside the accuracies."""
     n = len(data.labels)
-    return {
+    metrics = {
         "test_top1": round(test.topk(1), 4),
         "test_top5": round(test.topk(5), 4),
         "chance_top1": round(chance_topk(1, n), 4),
         "chance_top5": round(chance_topk(5, n), 4),
         "majority_top1": round(majority_share([total for _, total in test.per_class()]), 4),
-        "val_top1": round(val.get("val/top1", 0.0), 4),
         "identities": n,
         "test_images": test.total,
         "train_images": len(data.train),
         "selected_step": best_step,
     }
+    if "val/top1" in val:  # no val split: the last weights, nothing selected
+        metrics["val_top1"] = round(val["val/top1"], 4)
+    return metrics
 
 
 def pretrain_f(params: Params, say: Callable[[str], None] = print) -> dict[str, Any]:
