@@ -73,6 +73,14 @@ def module_sources(module: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
+def file_sources(path: Path) -> tuple[Path, ...]:
+    """The `pipeline/` source files that a script outside the package (a stage entry point) imports, transitively."""
+    found: set[Path] = set()
+    for name in _imported_modules(path, "__main__"):
+        found.update(module_sources(name))
+    return tuple(sorted(found))
+
+
 @cache
 def code_version(*modules: str) -> str:
     """A short hash of every source file the given modules import: editing any of them changes it."""
