@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,30 @@ from pipeline.sandbox.server import SandboxServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# Bytecode, tool caches and the venv are the only things a test run may add to the checkout.
+_DEBRIS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache"}
+
+
+def _checkout_files() -> dict[str, tuple[int, int]]:
+    files = {}
+    for folder, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _DEBRIS and not d.endswith(".egg-info")]
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            files[os.path.relpath(os.path.join(folder, name), REPO)] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_untouched() -> Iterator[None]:
+    """Tests write only under tmp_path: the session fails if any file in the checkout appeared or changed."""
+    before = _checkout_files()
+    yield
+    after = _checkout_files()
+    touched = sorted(path for path in after.keys() | before.keys() if before.get(path) != after.get(path))
+    assert not touched, f"tests wrote into the checkout (write under tmp_path instead): {touched[:20]}"
 
 
 @pytest.fixture

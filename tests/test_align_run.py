@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.params import Params, SandboxParams, parse_params
+from pipeline.core.params import Params, parse_params
 from pipeline.crawl.avatars import crawl_avatars
 from pipeline.crawl.faces import crawl_faces
 from pipeline.faces.align import AlignConfig, align_face
@@ -41,6 +41,7 @@ def small_params(root: Path, workers: int = 2) -> Params:
             "metrics": str(root / "m/align.json"),
             "workers": workers,
             "chunk_size": 4,
+            "samples": str(root / "align_samples.png"),
         },
     }
     return parse_params(raw)
@@ -135,4 +136,6 @@ def test_bad_align_params_fail_with_the_dotted_key() -> None:
         parse_params({"align": {"left_eye": [0.7, 0.35], "right_eye": [0.3, 0.35]}})
     with pytest.raises(ParamsError, match=r"align.multiple_faces: Input should be .reject. or .largest."):
         parse_params({"align": {"multiple_faces": "all"}})
-    assert SandboxParams().host == "127.0.0.1"
+    # the sandbox serves only the loopback interface: another host is refused before anything binds
+    with pytest.raises(ParamsError, match=r"sandbox.host: Input should be '127.0.0.1' \(got '0.0.0.0'\)"):
+        parse_params({"sandbox": {"host": "0.0.0.0"}})
