@@ -64,7 +64,7 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path, tmp_path: Path) -> None:
+def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path) -> None:
     params = small_params(crawled)
     metrics = run_align(params, progress=False)
     aligned = crawled / "aligned"

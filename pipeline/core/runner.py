@@ -11,8 +11,6 @@ from typing import Any
 from pipeline.core.params import ParamsError
 from pipeline.core.storage import atomic_write_json
 
-log = logging.getLogger("img2caricature")
-
 
 class StageError(RuntimeError):
     """A failure the user can act on; the message says what went wrong and what to do."""
