@@ -78,6 +78,14 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]]) -> None:
     assert lock["stages"]["crawl_avatars"]["params"]["params.yaml"]["crawl.avatars"]["count"] == 24
     second = run([dvc, "repro"], root, env)
     assert "didn't change" in second.stdout or "up to date" in second.stdout
+    # A sandbox key only the face crawl reads leaves the avatar crawl (and its descendants' reason) untouched.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sandbox"]["photos_per_identity"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = json.loads(run([dvc, "status", "--json"], root, env).stdout)
+    assert "crawl_faces" in changed and "crawl_avatars" not in changed, changed
+    params["sandbox"]["photos_per_identity"] -= 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shrink(root, avatars=30)  # a params change re-runs the stage, which resumes from its persisted outputs
     run([dvc, "repro", "crawl_avatars"], root, env)
     metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())

@@ -98,3 +98,20 @@ def test_cli_set_overrides_are_validated_like_params_yaml() -> None:
     assert "crawl.avatars.count: Input should be greater than or equal to 1 (got 0)" in result.output
     result = CliRunner().invoke(app, ["pack", "--params", str(REPO / "params.yaml"), "-S", "pack.shard_size"])
     assert result.exit_code == 1 and "expected KEY=VALUE" in result.output
+
+
+@pytest.mark.parametrize("section", [("crawl", "faces"), ("pack",)])
+def test_near_duplicate_distance_has_one_bound_everywhere(section: tuple[str, ...]) -> None:
+    """Both sections compare the same 256-bit dHash, so both accept 0..256 and nothing else."""
+
+    def with_distance(value: int) -> dict:
+        raw = shipped()
+        node = raw
+        for part in section:
+            node = node[part]
+        node["near_duplicate_distance"] = value
+        return raw
+
+    assert parse_params(with_distance(256))
+    with pytest.raises(ParamsError, match=rf"{'.'.join(section)}.near_duplicate_distance: .*equal to 256 \(got 257\)"):
+        parse_params(with_distance(257))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+
+# Bits of the 256-bit dHash within which two photos count as the same photo: one bound, used by every section.
+DhashDistance = Annotated[int, Field(ge=0, le=256)]
 
 
 class ParamsError(ValueError):
@@ -127,7 +131,7 @@ class CrawlFacesParams(FetchParams):
     per_identity: int = Field(40, ge=1, le=1000)  # search results (candidates) considered per identity
     min_per_identity: int = Field(20, ge=0, le=1000)
     min_size: int = Field(64, ge=1, le=10_000)
-    near_duplicate_distance: int = Field(8, ge=0, le=64)  # of the 256-bit dHash
+    near_duplicate_distance: DhashDistance = 8  # closer photos of one identity are near-duplicates
     engine_url: str | None = None  # base URL for bing/google/baidu/flickr; None = the engine's real host
     urls_file: str | None = None  # source urls: lines of `identity,url`
     folder: str | None = None  # source folder: <identity>/<images>
@@ -208,7 +212,7 @@ class PackParams(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
-    near_duplicate_distance: int = Field(8, ge=0, le=256)  # dHash bits; closer photos never straddle splits
+    near_duplicate_distance: DhashDistance = 8  # closer photos never straddle two splits
     min_faces_per_identity: int = Field(10, ge=1, le=100_000)  # fewer aligned faces: identity dropped, reported
     workers: int = Field(2, ge=1, le=256)  # image decode threads
 
