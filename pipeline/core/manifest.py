@@ -111,7 +111,7 @@ def write_manifest(
     meta[PARAMS_META_KEY] = json.dumps(params, sort_keys=True).encode("utf-8")
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)  # readers can verify every page
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
