@@ -139,3 +139,13 @@ def test_bad_align_params_fail_with_the_dotted_key() -> None:
     # the sandbox serves only the loopback interface: another host is refused before anything binds
     with pytest.raises(ParamsError, match=r"sandbox.host: Input should be '127.0.0.1' \(got '0.0.0.0'\)"):
         parse_params({"sandbox": {"host": "0.0.0.0"}})
+
+
+def test_sample_sheet_spreads_over_identities() -> None:
+    from pipeline.faces.align_run import spread_sample
+
+    frame = pd.DataFrame({"identity": ["a"] * 30 + ["b"] * 3 + ["c"] * 1, "path": [f"{i:02d}.png" for i in range(34)]})
+    picked = spread_sample(frame, 6)
+    owner = dict(zip(frame["path"], frame["identity"], strict=True))
+    assert [owner[p] for p in picked] == ["a", "b", "c", "a", "b", "a"]
+    assert spread_sample(frame.drop(columns="identity"), 2) == ["00.png", "01.png"]  # avatars have no identity

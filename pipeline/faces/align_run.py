@@ -338,6 +338,15 @@ def run_align(params: Params, progress: bool = True) -> dict[str, Any]:
     return metrics
 
 
+def spread_sample(frame: pd.DataFrame, count: int, group: str = "identity") -> list[str]:
+    """Up to `count` paths taken round-robin over the groups (identities), so a sheet shows many people."""
+    if group not in frame.columns:
+        return sorted(frame["path"])[:count]
+    ordered = frame.sort_values([group, "path"])
+    rank = ordered.groupby(group, sort=False).cumcount()  # 0 for each identity's first photo, 1 for its second, …
+    return list(ordered.assign(rank=rank.to_numpy()).sort_values(["rank", group, "path"])["path"][:count])
+
+
 def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_domain: int = 24) -> None:
     """A picture to check alignment at a glance: aligned faces above aligned avatars, template eyes marked."""
     from pipeline.core.viz import image_grid, save_png
@@ -345,8 +354,7 @@ def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_do
     tiles: list[np.ndarray] = []
     for kind in ("faces", "avatars"):
         frame = pd.read_parquet(out_root / f"{kind}.parquet")
-        paths = sorted(frame.loc[frame["status"] == "ok", "path"])[:per_domain]
-        for path in paths:
+        for path in spread_sample(frame[frame["status"] == "ok"], per_domain):
             tile = cv2.cvtColor(cv2.imread(str(out_root / kind / path)), cv2.COLOR_BGR2RGB)
             for fx, fy in (params.left_eye, params.right_eye):  # where every eye should sit
                 centre = (round(fx * params.size), round(fy * params.size))
