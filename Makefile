@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`; make it the project's interpreter.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench clean-venv
+.PHONY: setup repro test check lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Pipeline checks: params validate, dvc.yaml names only existing keys, the committed dvc.lock matches the code.
+check: setup
+	$(BIN)/python .ci/check.py
 
 lint: setup
 	$(BIN)/ruff check pipeline stages tests bench
