@@ -226,6 +226,15 @@ class PackParams(_Section):
         return self
 
 
+class ReportParams(_Section):
+    """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
+
+    out: str = "reports/index.html"  # one self-contained page: images inlined, opens offline
+    summary: str = "metrics/summary.json"  # every stage's metrics in one flat {stage.key: number} file
+    baseline: str = "HEAD"  # the git revision whose metrics and params stand beside the current ones
+    samples: int = Field(24, ge=1, le=256)  # tiles per sample sheet (raw photos, raw avatars, rejects per reason)
+
+
 class Params(_Section):
     """The whole params.yaml. Sections are added as their stages land."""
 
@@ -233,6 +242,7 @@ class Params(_Section):
     crawl: CrawlParams = CrawlParams()
     align: AlignParams = AlignParams()
     pack: PackParams = PackParams()
+    report: ReportParams = ReportParams()
 
 
 def _describe(error: dict[str, Any]) -> str:
