@@ -42,7 +42,7 @@ def stage_visuals(view: PipelineView, params: Params, root: Path) -> dict[str, l
         shown += [Visual(Path(f).name, f, image_uri(root / f)) for f in images if (root / f).is_file()]
         if stage.name != OTHER:
             for make in SHEETS.get(stage.name, ()):
-                if sheet := make(params, params.report.samples):
+                if sheet := make(params, root, params.report.samples):
                     shown.append(Visual(sheet.title, sheet.caption, data_uri(jpeg(sheet.image), "image/jpeg")))
         visuals[stage.name] = shown
     return visuals

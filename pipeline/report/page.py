@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.report.collect import PipelineView, StageView, flatten, is_number
 
-FOLD_OVER = 6  # a nested metric group with more leaves than this is folded under <details>
+FOLD_OVER = 6  # a breakdown (`*_by_*`, `per_*`) with more values than this is folded under <details>
 
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24;margin:0;background:#f6f7f9}
@@ -74,25 +74,38 @@ def _rows(now: Mapping[str, Any], then: Mapping[str, Any] | None, keys: Sequence
     return "".join(rows)
 
 
-def metrics_table(now: Mapping[str, Any], then: Mapping[str, Any] | None, baseline: str) -> str:
-    """A metrics file as key | value | baseline | change rows; large nested groups folded away."""
-    flat_now, flat_then = flatten(now), flatten(then) if then is not None else None
-    keys = list(flat_now) + [k for k in (flat_then or {}) if k not in flat_now]
+def folded(keys: Sequence[str]) -> dict[str, list[str]]:
+    """Breakdowns to fold away: a `*_by_*` or `per_*` group of more than FOLD_OVER values (one per identity, reason…).
+
+    Returns:
+        {group prefix: its flat keys}; every other key is a row of the main table.
+    """
     groups: dict[str, list[str]] = {}
     for key in keys:
-        groups.setdefault(key.split(".")[0] if "." in key else "", []).append(key)
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            if "_by_" in part or part.startswith("per_"):
+                groups.setdefault(".".join(parts[: depth + 1]), []).append(key)
+                break
+    return {prefix: members for prefix, members in groups.items() if len(members) > FOLD_OVER}
+
+
+def metrics_table(now: Mapping[str, Any], then: Mapping[str, Any] | None, baseline: str) -> str:
+    """A metrics file as key | value | baseline | change rows; long breakdowns folded under <details>."""
+    flat_now, flat_then = flatten(now), flatten(then) if then is not None else None
+    keys = list(flat_now) + [k for k in (flat_then or {}) if k not in flat_now]
+    folds = folded(keys)
+    hidden = {k for members in folds.values() for k in members}
     head = '<tr><th>metric</th><th class="num">value</th>'
     if flat_then is not None:
         head += f'<th class="num">{escape(baseline)}</th><th class="num">change</th>'
-    shown = [k for g, members in groups.items() for k in members if g == "" or len(members) <= FOLD_OVER]
-    html = f"<table>{head}</tr>{_rows(flat_now, flat_then, shown)}</table>"
-    for group, members in groups.items():
-        if group and len(members) > FOLD_OVER:
-            changed = flat_then is not None and any(flat_now.get(k) != flat_then.get(k) for k in members)
-            html += (
-                f"<details{' open' if changed else ''}><summary>{escape(group)} ({len(members)} values)</summary>"
-                f"<table>{head}</tr>{_rows(flat_now, flat_then, members)}</table></details>"
-            )
+    html = f"<table>{head}</tr>{_rows(flat_now, flat_then, [k for k in keys if k not in hidden])}</table>"
+    for group, members in folds.items():
+        changed = flat_then is not None and any(flat_now.get(k) != flat_then.get(k) for k in members)
+        html += (
+            f"<details{' open' if changed else ''}><summary>{escape(group)} ({len(members)} values)</summary>"
+            f"<table>{head}</tr>{_rows(flat_now, flat_then, members)}</table></details>"
+        )
     return html
 
 
@@ -107,6 +120,10 @@ def _changes(view: PipelineView, exclude: set[str]) -> str:
             if path in exclude:
                 continue
             now, then = flatten(stage.metrics.get(path, {})), flatten(stage.baseline.get(path, {}))
+            if path not in stage.baseline or path not in stage.metrics:  # a whole file came or went: one row
+                counts = f"{len(now or then)} values"
+                metrics.append((path, counts if now else None, counts if then else None))
+                continue
             metrics += [(f"{stage.name}.{k}", now.get(k), then.get(k)) for k in sorted(now.keys() | then.keys())
                         if now.get(k) != then.get(k)]  # fmt: skip
     if not params and not metrics:

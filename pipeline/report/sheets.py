@@ -52,17 +52,17 @@ def spread(frame: pd.DataFrame, count: int, group: str) -> pd.DataFrame:
     return ordered.assign(_rank=rank.to_numpy()).sort_values(["_rank", "path"]).head(count)
 
 
-def raw_photos(params: Params, count: int) -> Sheet | None:
+def raw_photos(params: Params, root: Path, count: int) -> Sheet | None:
     """What `crawl_faces` saved: photos spread over identities, the sandbox's drawn no-face and two-face ones marked."""
     faces = params.crawl.faces
-    if not Path(faces.manifest).is_file():
+    if not (root / faces.manifest).is_file():
         return None
-    frame = pd.read_parquet(faces.manifest)
+    frame = pd.read_parquet(root / faces.manifest)
     saved = frame[frame["status"] == "ok"]
     if saved.empty:
         return None
     rows = spread(saved, count, "identity")
-    tiles = [thumbnail(Path(faces.out_dir) / path) for path in rows["path"]]
+    tiles = [thumbnail(root / faces.out_dir / path) for path in rows["path"]]
     kinds = rows["synthetic_kind"] if "synthetic_kind" in rows else pd.Series([None] * len(rows))
     labels = [KIND_LABELS.get(str(kind), "") for kind in kinds]
     caption = (
@@ -72,16 +72,16 @@ def raw_photos(params: Params, count: int) -> Sheet | None:
     return Sheet("Crawled photos", caption, image_grid(tiles, cols=8, labels=labels))
 
 
-def raw_avatars(params: Params, count: int) -> Sheet | None:
+def raw_avatars(params: Params, root: Path, count: int) -> Sheet | None:
     """What `crawl_avatars` saved, in content-hash order (a random-looking, stable draw)."""
     avatars = params.crawl.avatars
-    if not Path(avatars.manifest).is_file():
+    if not (root / avatars.manifest).is_file():
         return None
-    frame = pd.read_parquet(avatars.manifest)
+    frame = pd.read_parquet(root / avatars.manifest)
     saved = frame[frame["status"] == "ok"].sort_values("path")
     if saved.empty:
         return None
-    tiles = [thumbnail(Path(avatars.out_dir) / path, side=96) for path in saved["path"].head(count)]
+    tiles = [thumbnail(root / avatars.out_dir / path, side=96) for path in saved["path"].head(count)]
     caption = f"{len(tiles)} of the {len(saved)} avatars that crawl_avatars saved."
     return Sheet("Crawled avatars", caption, image_grid(tiles, cols=12))
 
@@ -93,9 +93,9 @@ def _label_tile(text: list[str], side: int = TILE) -> np.ndarray:
     return tile
 
 
-def align_rejects(params: Params, count: int) -> Sheet | None:
+def align_rejects(params: Params, root: Path, count: int) -> Sheet | None:
     """The photos `align` rejected, a row per reason (most frequent first), the Haar box in red where it found one."""
-    manifest = Path(params.align.out_dir) / "faces.parquet"
+    manifest = root / params.align.out_dir / "faces.parquet"
     if not manifest.is_file():
         return None
     frame = pd.read_parquet(manifest)
@@ -110,7 +110,7 @@ def align_rejects(params: Params, count: int) -> Sheet | None:
         tiles.append(_label_tile([str(reason), f"{total} photo{'s' * (total != 1)}"]))
         for row in rows.itertuples():
             box = (row.box_x, row.box_y, row.box_w, row.box_h) if "box_x" in rejected else None
-            tiles.append(thumbnail(Path(params.crawl.faces.out_dir) / row.raw_path, box=box))
+            tiles.append(thumbnail(root / params.crawl.faces.out_dir / row.raw_path, box=box))
         tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (per_row - len(rows))
     caption = (
         f"{len(rejected)} of {len(frame)} photos rejected by align, up to {per_row} per reason; "
@@ -120,7 +120,7 @@ def align_rejects(params: Params, count: int) -> Sheet | None:
 
 
 # Which sheets belong to which stage; a sheet is drawn only when its stage is in dvc.yaml and its inputs exist.
-SHEETS: dict[str, tuple[Callable[[Params, int], Sheet | None], ...]] = {
+SHEETS: dict[str, tuple[Callable[[Params, Path, int], Sheet | None], ...]] = {
     "crawl_faces": (raw_photos,),
     "crawl_avatars": (raw_avatars,),
     "align": (align_rejects,),
