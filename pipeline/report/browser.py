@@ -98,8 +98,8 @@ def inspect_page(page: Path, chromium: str) -> PageCheck:
 def screenshot(page: Path, out: Path, chromium: str, width: int = 1280, height: int = 4000) -> Path:
     """A PNG of the top `height` pixels of the page as Chromium draws it."""
     with tempfile.TemporaryDirectory(prefix="report-browser-") as tmp:
-        size = f"--window-size={width},{height}"
-        result = _run(chromium, str(Path(tmp) / "profile"), size, f"--screenshot={out.resolve()}", page.resolve().as_uri())
+        size, target = f"--window-size={width},{height}", f"--screenshot={out.resolve()}"
+        result = _run(chromium, str(Path(tmp) / "profile"), size, target, page.resolve().as_uri())
     if result.returncode != 0 or not out.is_file():
         raise BrowserError(f"{chromium} wrote no screenshot of {page}: {result.stderr[-800:]}")
     return out
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if chromium is None:
-        print(f"report check: no Chromium found (tried {', '.join(BROWSERS)}); apt-get install chromium", file=sys.stderr)
+        print(f"report check: no Chromium (tried {', '.join(BROWSERS)}); apt-get install chromium", file=sys.stderr)
         return 2
     check = inspect_page(args.page, chromium)
     expected: dict[str, dict[str, Any]] = {}
