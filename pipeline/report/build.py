@@ -32,7 +32,8 @@ def stage_visuals(view: PipelineView, params: Params, root: Path) -> dict[str, l
         series = [s for p in stage.plots if not p.is_image and p.props.get("template") not in CONFUSION_TEMPLATES
                   for s in curve_series(p, root)]  # fmt: skip
         if series:
-            files = sorted({f for p in stage.plots if not p.is_image for f in p.files})
+            files = sorted({f for p in stage.plots if not p.is_image and p.props.get("template") not in CONFUSION_TEMPLATES
+                            for f in p.files})  # fmt: skip
             caption = f"from {', '.join(files[:4])}{' …' if len(files) > 4 else ''}"
             shown.append(Visual("Training curves", caption, data_uri(curves_png(series), "image/png")))
         for plot in stage.plots:
