@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.core.params import Params
 from pipeline.report import browser
-from pipeline.report.collect import Plot, flatten
+from pipeline.report.collect import IMAGE_SUFFIXES, Plot, flatten
 from pipeline.report.figures import curve_series
 from pipeline.report.page import fmt, folded
 from pipeline.report.sheets import align_rejects, thumbnail
@@ -267,20 +267,27 @@ def _resolve(text: str, params: dict) -> str:
     return re.sub(r"\$\{([\w.]+)\}", value, text)
 
 
+def _paths(entries: list) -> list[str]:
+    """The paths of dvc.yaml output or plot entries (`path`, `{path: props}`, or a named plot's `y` files)."""
+    paths = []
+    for entry in entries:
+        name, props = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
+        y = (props or {}).get("y")
+        paths += list(y) if isinstance(y, dict) else [name]
+    return paths
+
+
 def test_report_deps_cover_every_metric_plot_and_image_of_the_pipeline() -> None:
     """A stage added to dvc.yaml must also add its metrics, plots and images to the report's deps."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    stages = yaml.safe_load(_resolve((REPO / "dvc.yaml").read_text(), params))["stages"]
-    deps = [str(d) for d in stages["report"]["deps"]]
-    missing = []
-    for name, stage in stages.items():
-        if name == "report":
-            continue
-        declared = [next(iter(e)) if isinstance(e, dict) else e for e in stage.get("metrics", []) + stage.get("plots", [])]
-        images = [next(iter(e)) if isinstance(e, dict) else e for e in stage.get("outs", [])]
-        declared += [p for p in images if p.lower().endswith((".png", ".jpg", ".gif", ".svg"))]
-        missing += [f"{name}: {path}" for path in declared if not any(path == d or path.startswith(d.rstrip("/") + "/")
-                                                                       for d in deps)]  # fmt: skip
+    pipeline = yaml.safe_load(_resolve((REPO / "dvc.yaml").read_text(), params))
+    deps = [str(d) for d in pipeline["stages"]["report"]["deps"]]
+    wanted = _paths(pipeline.get("plots", []))
+    for name, stage in pipeline["stages"].items():
+        if name != "report":
+            wanted += _paths(stage.get("metrics", []) + stage.get("plots", []))
+            wanted += [p for p in _paths(stage.get("outs", [])) if p.lower().endswith(IMAGE_SUFFIXES)]
+    missing = [path for path in wanted if not any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not missing, f"the report stage's deps in dvc.yaml lack: {missing}"
 
 

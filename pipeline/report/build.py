@@ -29,11 +29,10 @@ def stage_visuals(view: PipelineView, params: Params, root: Path) -> dict[str, l
     visuals: dict[str, list[Visual]] = {}
     for stage in view.stages:
         shown: list[Visual] = []
-        series = [s for p in stage.plots if not p.is_image and p.props.get("template") not in CONFUSION_TEMPLATES
-                  for s in curve_series(p, root)]  # fmt: skip
+        curve_plots = [p for p in stage.plots if not p.is_image and p.props.get("template") not in CONFUSION_TEMPLATES]
+        series = [line for plot in curve_plots for line in curve_series(plot, root)]
         if series:
-            files = sorted({f for p in stage.plots if not p.is_image and p.props.get("template") not in CONFUSION_TEMPLATES
-                            for f in p.files})  # fmt: skip
+            files = sorted({f for plot in curve_plots for f in plot.files})
             caption = f"from {', '.join(files[:4])}{' …' if len(files) > 4 else ''}"
             shown.append(Visual("Training curves", caption, data_uri(curves_png(series), "image/png")))
         for plot in stage.plots:
