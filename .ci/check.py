@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.params import ParamsError, load_params  # noqa: E402
+from pipeline.core.profile import apply_profile  # noqa: E402
 
-SMOKE = ROOT / ".ci/smoke.yaml"  # params overrides of the smoke run
+SMOKE = ROOT / ".ci/smoke.yaml"  # the smoke run's params profile (pipeline/core/profile.py)
 GATES = ROOT / ".ci/gates.yaml"  # metric bounds at smoke scale
 # The experiment CI runs on the smoke pipeline: one param changed with `dvc exp run -S`. Exactly the stages that
 # read it re-run (and those whose inputs they change). When the GAN stages read `train.*`: "train.lr=0.0002".
@@ -155,14 +156,6 @@ def check_gates(summary_path: Path) -> list[str]:
 # ---- the smoke run in a temporary clone ---------------------------------------------------------------------------
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `overrides` merged in, section by section."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return merged
-
-
 class Clone:
     """A throwaway git repository holding the working tree's tracked files, where `dvc` runs with our venv."""
 
@@ -247,9 +240,7 @@ def smoke() -> list[str]:
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="i2c-smoke-") as tmp:
         clone = Clone(copy_tracked(Path(tmp)))
-        params = yaml.safe_load((clone.root / "params.yaml").read_text())
-        smoke_params = merge(params, yaml.safe_load(SMOKE.read_text()))
-        (clone.root / "params.yaml").write_text(yaml.safe_dump(smoke_params, sort_keys=False))
+        apply_profile(clone.root / "params.yaml", SMOKE)
         clone.run("git", "init", "-q")
         clone.commit("smoke params")
 
