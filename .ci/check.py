@@ -4,8 +4,9 @@ Usage (from the repository root, with the project's venv first on PATH):
   python .ci/check.py            params validate, dvc.yaml names only existing keys, dvc.lock matches the code
   python .ci/check.py smoke      a small-scale `dvc repro` of every stage in a temporary clone, then: `dvc status`
                                  clean, a second repro runs nothing, the metric gates (.ci/gates.yaml), the report in
-                                 headless Chromium, and the experiment workflow (`dvc exp run -S`, which re-runs only
-                                 the stages that read the param, then `dvc params diff` and `dvc metrics diff`)
+                                 headless Chromium, `dvc push` to a remote and `dvc pull data/shards` in a second
+                                 clone, and the experiment workflow (`dvc exp run -S`, which re-runs only the stages
+                                 that read the param, then `dvc params diff` and `dvc metrics diff`)
   python .ci/check.py gates [metrics/summary.json]    the metric gates on an existing run
 Exits 1 with one line per problem.
 """
@@ -236,6 +237,28 @@ def check_experiment(clone: Clone, assignment: str) -> list[str]:
     return problems
 
 
+def check_remote(clone: Clone) -> list[str]:
+    """The scale-out path: `dvc push` to a remote, and a second clone pulls only the shards (what training reads)."""
+    remote, other = clone.root.parent / "remote", Clone(clone.root.parent / "trainer")
+    clone.run("dvc", "remote", "add", "-d", "storage", str(remote))
+    clone.run("dvc", "push", "-q")
+    clone.run("git", "clone", "-q", str(clone.root), str(other.root))
+    other.run("dvc", "remote", "add", "-d", "storage", str(remote))
+    other.run("dvc", "pull", "-q", "data/shards")
+    pulled = [p for p in (other.root / "data").rglob("*") if p.is_file()]
+    pushed = sum(1 for p in remote.rglob("*") if p.is_file())
+    print(f"pushed {pushed} objects to {remote.name}; the training clone pulled {len(pulled)} files of data/shards")
+    status = other.run("dvc", "status", "--json", "pack")
+    problems = (
+        []
+        if pulled and all(p.is_relative_to(other.root / "data/shards") for p in pulled)
+        else [f"`dvc pull data/shards` into a fresh clone gave {len(pulled)} files outside or none inside data/shards"]
+    )
+    if '"changed outs"' in status:
+        problems.append(f"the pulled shards differ from dvc.lock: {status}")
+    return problems
+
+
 def smoke() -> list[str]:
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="i2c-smoke-") as tmp:
@@ -269,8 +292,11 @@ def smoke() -> list[str]:
         elif code != 0:
             problems.append(f"the report at {page} failed its browser check")
 
-        print(f"== experiment: dvc exp run -S {EXPERIMENT} ==", flush=True)
         clone.commit("smoke run")
+        print("== a DVC remote: dvc push, then dvc pull data/shards in a second clone ==", flush=True)
+        problems += check_remote(clone)
+
+        print(f"== experiment: dvc exp run -S {EXPERIMENT} ==", flush=True)
         problems += check_experiment(clone, EXPERIMENT)
     return problems
 
