@@ -100,8 +100,9 @@ def check_lock_in_sync() -> list[str]:
                 problems.append(f"{stage}: {change}")
                 continue
             for path, state in change.get("changed deps", {}).items():
-                if path in produced and state == "deleted":
-                    continue  # another stage's output, not there before `dvc repro`
+                inside = any(path == out or path.startswith(out.rstrip("/") + "/") for out in produced)
+                if inside and state == "deleted":
+                    continue  # another stage's output (or a file in one), not there before `dvc repro`
                 problems.append(f"{stage}: dep {path} {state} since dvc.lock was committed; run `dvc repro` and commit")
     return problems
 
