@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.core.params import Params
 from pipeline.report import browser
+from pipeline.report.build import spread_images
 from pipeline.report.collect import IMAGE_SUFFIXES, Plot, flatten
 from pipeline.report.figures import curve_series
 from pipeline.report.page import fmt, folded
@@ -320,3 +321,20 @@ def test_browser_check_finds_a_broken_image_and_a_missing_metric(built: Path, ch
     assert len(check.broken) == 1
     problems = browser.missing_metrics(check, {stage: flatten(values) for stage, values in CURRENT.items()})
     assert problems == ["stage crawl_faces: metric rejected = 2 is not shown"]
+
+
+def test_a_folder_of_many_images_shows_a_few_from_first_to_last(tmp_path: Path) -> None:
+    files = [f"live/plots/images/step_{i}.png" for i in range(0, 120, 10)] + ["reports/one.png", "reports/gone.png"]
+    for file in files[:-1]:
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_bytes(b"png")
+    picked = spread_images(files, tmp_path, per_folder=4)
+    assert [f for f, _ in picked] == [
+        "live/plots/images/step_0.png",
+        "live/plots/images/step_40.png",
+        "live/plots/images/step_70.png",
+        "live/plots/images/step_110.png",
+        "reports/one.png",
+    ]
+    assert picked[0][1] == "live/plots/images/step_0.png (4 of the 12 images in its folder)"
+    assert picked[-1] == ("reports/one.png", "reports/one.png")

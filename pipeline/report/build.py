@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,32 @@ from pipeline.report.figures import (
 from pipeline.report.page import Visual, render
 from pipeline.report.sheets import SHEETS
 
+MAX_IMAGES_PER_FOLDER = 6  # a folder of per-step grids shows this many, first to last
+
+
+def _natural(path: str) -> list[Any]:
+    """Sort key that puts step_2 before step_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def spread_images(files: list[str], root: Path, per_folder: int = MAX_IMAGES_PER_FOLDER) -> list[tuple[str, str]]:
+    """The image files that exist, with captions; a folder of many (a grid per logging step) shows `per_folder` of
+    them, evenly spread from its first to its last."""
+    folders: dict[str, list[str]] = {}
+    for file in files:
+        if (root / file).is_file():
+            folders.setdefault(str(Path(file).parent), []).append(file)
+    picked: list[tuple[str, str]] = []
+    for members in folders.values():
+        members = sorted(members, key=_natural)
+        if len(members) <= per_folder:
+            picked += [(f, f) for f in members]
+            continue
+        step = (len(members) - 1) / (per_folder - 1)
+        chosen = [members[round(i * step)] for i in range(per_folder)]
+        picked += [(f, f"{f} ({per_folder} of the {len(members)} images in its folder)") for f in chosen]
+    return picked
+
 
 def stage_visuals(view: PipelineView, params: Params, root: Path) -> dict[str, list[Visual]]:
     """Per stage: its curves, confusion matrices, declared images, then its sample sheets, for what exists."""
@@ -39,7 +66,7 @@ def stage_visuals(view: PipelineView, params: Params, root: Path) -> dict[str, l
             if plot.props.get("template") in CONFUSION_TEMPLATES and (png := confusion_png(plot, root)):
                 shown.append(Visual("Confusion matrix", plot.files[0], data_uri(png, "image/png")))
         images = [f for p in stage.plots if p.is_image for f in p.files] + stage.images
-        shown += [Visual(Path(f).name, f, image_uri(root / f)) for f in images if (root / f).is_file()]
+        shown += [Visual(Path(f).name, caption, image_uri(root / f)) for f, caption in spread_images(images, root)]
         if stage.name != OTHER:
             for make in SHEETS.get(stage.name, ()):
                 if sheet := make(params, root, params.report.samples):
