@@ -157,7 +157,7 @@ def confusion_png(plot: Plot, root: Path) -> bytes | None:
     counts = np.zeros((len(labels), len(labels)), int)
     for a, p in zip(table[actual].astype(str), table[predicted].astype(str), strict=True):
         counts[index[a], index[p]] += 1
-    side = min(9.0, 2.5 + 0.3 * len(labels))
+    side = min(7.0, 2.5 + 0.25 * len(labels))
     figure = _figure(side + 1, side)
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(counts, cmap="Blues")
