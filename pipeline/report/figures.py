@@ -190,7 +190,7 @@ def dag_svg(names: Sequence[str], edges: Sequence[tuple[str, str]]) -> str:
     for name in names:
         rows.setdefault(depth[name], []).append(name)
     box_w, box_h, gap_x, gap_y = 150, 34, 30, 46
-    width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x
+    width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x + 2 * box_w  # room for bent edges
     height = len(rows) * (box_h + gap_y) + gap_y
     centre: dict[str, tuple[float, float]] = {}
     for level, members in rows.items():
@@ -203,14 +203,20 @@ def dag_svg(names: Sequence[str], edges: Sequence[tuple[str, str]]) -> str:
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#667"/></marker></defs>',
     ]
+    bends = 0
     for up, down in edges:
         (x1, y1), (x2, y2) = centre[up], centre[down]
         y1, y2 = y1 + box_h, y2 - 1
-        mid = (y1 + y2) / 2
-        parts.append(
-            f'<path d="M{x1:.0f},{y1:.0f} C{x1:.0f},{mid:.0f} {x2:.0f},{mid:.0f} {x2:.0f},{y2:.0f}" '
-            'fill="none" stroke="#667" stroke-width="1.3" marker-end="url(#arrow)"/>'
-        )
+        if depth[down] - depth[up] == 1:
+            mid = (y1 + y2) / 2
+            path, style = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{mid:.0f} {x2:.0f},{mid:.0f} {x2:.0f},{y2:.0f}", ""
+        else:  # an edge that skips rows bends out to the side, past the boxes between, and is drawn lighter
+            side = 1 if (x1 + x2) / 2 >= width / 2 else -1
+            bends += 1
+            x_out = (max(x1, x2) if side > 0 else min(x1, x2)) + side * (box_w * 0.8 + 8 * bends)
+            path = f"M{x1:.0f},{y1:.0f} C{x_out:.0f},{y1 + gap_y:.0f} {x_out:.0f},{y2 - gap_y:.0f} {x2:.0f},{y2:.0f}"
+            style = ' stroke-dasharray="5,3" opacity="0.6"'
+        parts.append(f'<path d="{path}" fill="none" stroke="#667" stroke-width="1.3"{style} marker-end="url(#arrow)"/>')
     for name, (x, y) in centre.items():
         parts.append(
             f'<a href="#stage-{escape(name)}"><rect x="{x - box_w / 2:.0f}" y="{y:.0f}" width="{box_w}" '
