@@ -263,7 +263,7 @@ def check_remote(clone: Clone) -> list[str]:
 def smoke() -> list[str]:
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="i2c-smoke-") as tmp:
-        clone = Clone(copy_tracked(Path(tmp)))
+        clone = Clone(copy_tracked(Path(tmp) / "clone"))  # the remote and a second clone go beside it
         apply_profile(clone.root / "params.yaml", SMOKE)
         clone.run("git", "init", "-q")
         clone.commit("smoke params")
