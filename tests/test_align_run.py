@@ -66,13 +66,13 @@ def digest(folder: Path) -> dict[str, str]:
 
 def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path) -> None:
     params = small_params(crawled)
-    metrics = run_align(params, progress=False)
+    report = run_align(params, progress=False)
     aligned = crawled / "aligned"
     faces = pd.read_parquet(aligned / "faces.parquet")
     avatars = pd.read_parquet(aligned / "avatars.parquet")
     raw_ok = pd.read_parquet(crawled / "raw/faces.parquet").query("status == 'ok'")
-    assert len(faces) == len(raw_ok) == metrics["faces"]["input"]
-    assert metrics["faces"]["aligned"] == (faces.status == "ok").sum() > 0
+    assert len(faces) == len(raw_ok) == report.faces.input
+    assert report.faces.aligned == (faces.status == "ok").sum() > 0
     assert (faces.loc[faces.status != "ok", "reason"] != "").all()
     assert len(avatars) == 12 and (avatars.status == "ok").all() and (avatars.eye_method == "renderer").all()
     for frame, folder in ((faces, "faces"), (avatars, "avatars")):
@@ -83,12 +83,15 @@ def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path) 
     assert ok["glasses"].notna().all() and ok["dhash"].str.len().eq(64).all()
 
     before = digest(aligned)
-    (aligned / "faces.parquet").unlink()  # as if killed before the manifest was written
-    for path in list(ok["path"])[:3]:
-        (aligned / "faces" / path).unlink()
+    for path in list(ok["path"])[:2]:
+        (aligned / "faces" / path).unlink()  # a crop deleted by hand is made again
+    (aligned / "faces" / ok["path"].iloc[2]).write_bytes(b"")  # so is one emptied by hand
     again = run_align(params, progress=False)
     assert digest(aligned) == before
-    assert again["faces"]["aligned"] == metrics["faces"]["aligned"]
+    assert again.faces.work == {"reused": report.faces.input - 3, "computed": 3, "pruned": 0}
+    (aligned / "faces.parquet").unlink()  # as if killed before the manifest was written: all made again, the same
+    assert run_align(params, progress=False).faces.work["computed"] == report.faces.input
+    assert digest(aligned) == before
 
 
 def test_corrupt_raw_photo_is_a_recorded_reject(crawled: Path, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core.params import PackParams
-from pipeline.crawl.face_store import TRAIT_COLUMNS, hamming
+from pipeline.core.schema import TRAIT_COLUMNS
+from pipeline.crawl.face_store import hamming
 from pipeline.dataset.shards import PackError, PackInputs, letterbox, pack, read_labels
 
 IDENTITIES = {"Ann Lee": 12, "Bob Ray": 10, "Cy Few": 3}
@@ -197,6 +198,8 @@ def test_stage_main_packs_and_writes_flat_metrics(tmp_path: Path, monkeypatch: p
     section = cfg.params.model_dump(mode="json")
     aligned, raw = str(cfg.inputs.aligned_dir), str(cfg.inputs.raw_faces_dir)
     section["metrics"] = str(tmp_path / "metrics" / "pack.json")
+    section["details"] = str(tmp_path / "reports" / "details.json")
+    section["run_log"] = str(tmp_path / "reports" / "run.json")
 
     def params(aligned_dir: str) -> object:
         return parse_params({"align": {"out_dir": aligned_dir}, "crawl": {"faces": {"out_dir": raw}}, "pack": section})
@@ -204,8 +207,14 @@ def test_stage_main_packs_and_writes_flat_metrics(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(stage, "load_params", lambda: params(aligned))
     stage.main()
     metrics = json.loads((tmp_path / "metrics" / "pack.json").read_text())
-    assert metrics["identities"] == 2 and all(isinstance(v, int | float) for v in metrics.values())
+    # few numbers describing the shards: 22 faces of the 2 kept identities (+1 listed twice), 3 of a dropped one
+    assert metrics == {"faces": {"kept": 22, "rejected": 4}, "avatars": {"kept": 15, "rejected": 0}, "identities": 2}
+    details = json.loads((tmp_path / "reports" / "details.json").read_text())
+    assert details["faces_train"] + details["faces_val"] + details["faces_test"] == 22
+    assert json.loads((tmp_path / "reports" / "run.json").read_text())["status"] == "ok"
     monkeypatch.setattr(stage, "load_params", lambda: params(str(tmp_path / "missing")))
     with pytest.raises(SystemExit) as exit_info:
         stage.main()
     assert exit_info.value.code == 1
+    run_log = json.loads((tmp_path / "reports" / "run.json").read_text())
+    assert run_log["status"] == "failed" and "run `dvc repro align` first" in run_log["message"]

@@ -86,6 +86,8 @@ class CrawlAvatarsParams(FetchParams):
     out_dir: str = "data/raw/avatars"
     manifest: str = "data/raw/avatars.parquet"
     metrics: str = "metrics/crawl_avatars.json"
+    details: str = "reports/details/crawl_avatars.json"  # reject reasons
+    run_log: str = "reports/runs/crawl_avatars.json"  # this run's work and timings (not a DVC output)
 
     @field_validator("endpoint")
     @classmethod
@@ -139,6 +141,8 @@ class CrawlFacesParams(FetchParams):
     out_dir: str = "data/raw/faces"
     manifest: str = "data/raw/faces.parquet"
     metrics: str = "metrics/crawl_faces.json"
+    details: str = "reports/details/crawl_faces.json"  # reject reasons, photos per identity, search errors
+    run_log: str = "reports/runs/crawl_faces.json"  # this run's work and timings (not a DVC output)
 
     @model_validator(mode="after")
     def _source_inputs(self) -> CrawlFacesParams:
@@ -185,6 +189,8 @@ class AlignParams(_Section):
     chunk_size: int = Field(16, ge=1, le=10_000)
     out_dir: str = "data/aligned"
     metrics: str = "metrics/align.json"
+    details: str = "reports/details/align.json"  # reject reasons, ground truth by kind, crops per identity
+    run_log: str = "reports/runs/align.json"  # this run's work and timings (not a DVC output)
     samples: str = "reports/align_samples.png"  # aligned faces over aligned avatars, template eyes marked
 
     @model_validator(mode="after")
@@ -207,6 +213,8 @@ class PackParams(_Section):
 
     out_dir: str = "data/shards"
     metrics: str = "metrics/pack.json"
+    details: str = "reports/details/pack.json"  # split sizes, shards, bytes, dropped identities
+    run_log: str = "reports/runs/pack.json"  # this run's work and timings (not a DVC output)
     shard_size: int = Field(100, ge=1, le=100_000)  # samples per shard (the paper's batches of 100)
     photo_size: int = Field(256, ge=32, le=4096)  # side of the letterboxed raw photos for CAM
     val_fraction: float = Field(0.1, ge=0, lt=1)

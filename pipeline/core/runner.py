@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +24,58 @@ def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     atomic_write_json(Path(path), metrics)
 
 
-def run_stage(name: str, body: Callable[[], None], expected: tuple[type[BaseException], ...] = ()) -> None:
-    """Run a stage body; known failures exit 1 with a one-paragraph message instead of a traceback."""
+@dataclass
+class RunLog:
+    """What one run of a stage did and how long it took: work counts, timings, and why it failed.
+
+    Metrics describe the stage's output; this describes the run, so a resumed run and a fresh one that leave the
+    same output differ only here. It is written after every run, failed or not, to `path` (set once params are
+    loaded). It is not a DVC output: its timings would change `dvc.lock` on every run.
+    """
+
+    stage: str
+    path: Path | None = None
+    work: dict[str, Any] = field(default_factory=dict)
+    _started: float = field(default_factory=time.perf_counter)
+    _cpu_started: float = field(default_factory=time.process_time)
+
+    def write(self, status: str, message: str = "") -> None:
+        if self.path is None:
+            return
+        payload = {
+            "stage": self.stage,
+            "status": status,
+            "message": message,
+            "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_s": round(time.perf_counter() - self._started, 3),
+            "cpu_s": round(time.process_time() - self._cpu_started, 3),
+            **self.work,
+        }
+        atomic_write_json(self.path, payload)
+
+
+def run_stage(
+    name: str,
+    body: Callable[[], None],
+    expected: tuple[type[BaseException], ...] = (),
+    run_log: RunLog | None = None,
+) -> None:
+    """Run a stage body; known failures exit 1 with a one-paragraph message instead of a traceback.
+
+    The run log, when given, is written whatever happens: `ok`, `failed` with the message, or `interrupted`.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("icrawler", "feeder", "parser", "downloader"):  # icrawler logs every page; our report says it once
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    run_log = run_log or RunLog(name)
     try:
         body()
     except (ParamsError, StageError, *expected) as exc:
+        run_log.write("failed", str(exc))
         print(f"\n[{name}] failed: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        run_log.write("interrupted", "stopped by Ctrl-C")
         print(f"\n[{name}] interrupted; re-run to resume where it stopped", file=sys.stderr)
         sys.exit(130)
+    run_log.write("ok")

@@ -23,7 +23,7 @@ class DiskFullError(OSError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and a rename, so readers never see half a file.
+    """Write `data` to `path` via a temp file in the same folder, fsync and a rename: readers never see half a file.
 
     Raises:
         DiskFullError: when the device has no space left (the temp file is removed).
@@ -42,6 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            os.fsync(fd)  # the bytes reach the disk before the name does: a power cut never leaves an empty file
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from pipeline.core.manifest import prune_unreferenced, write_manifest
 from pipeline.core.params import PackParams, Params, resolved
+from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json, remove_partials
-from pipeline.crawl.face_store import TRAIT_COLUMNS
 from pipeline.dataset.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
 from pipeline.faces.detect import ImageDecodeError, decode_image
 
@@ -227,7 +227,7 @@ def _jobs(
 
 
 def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict[str, Any]:
-    """Split, shard and index the aligned data under `params.out_dir`; returns the flat metrics of metrics/pack.json.
+    """Split, shard and index the aligned data under `params.out_dir`; returns every count (`pack_metrics` picks a few).
 
     Raises:
         PackError: for missing or inconsistent inputs, or when no identity keeps enough faces.
@@ -265,6 +265,8 @@ def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict
     labels = {str(label): name for name, label in sorted(split.labels.items(), key=lambda kv: kv[1])}
     atomic_write_json(out_dir / LABELS_FILE, {"labels": labels, "dropped": split.dropped, "params": record})
     metrics.update(
+        faces_in=len(faces_in),
+        avatars_in=len(avatars_in),
         identities=len(split.labels),
         identities_dropped=len(split.dropped),
         faces_in_dropped_identities=int(faces_in["identity"].isin(split.dropped).sum()),
@@ -274,6 +276,15 @@ def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict
         bytes=sum(metrics[f"{d}_bytes"] for d in DATASETS),
     )
     return metrics
+
+
+def pack_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers of metrics/pack.json, from `pack`'s full summary (which goes to the details file)."""
+    return {
+        "faces": {"kept": summary["faces_total"], "rejected": summary["faces_in"] - summary["faces_total"]},
+        "avatars": {"kept": summary["avatars_total"], "rejected": summary["avatars_in"] - summary["avatars_total"]},
+        "identities": summary["identities"],
+    }
 
 
 def read_labels(out_dir: Path) -> dict[int, str]:
