@@ -140,7 +140,7 @@ def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
 ) -> None:
     server = sandbox_server()
     cfg = config(tmp_path, server.url, count=30, concurrency=2)
-    real_write = crawler.atomic_write_bytes
+    real_write = crawler.write_content
     writes = {"n": 0}
 
     def filling_disk(path: Path, data: bytes) -> None:
@@ -149,11 +149,11 @@ def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
             raise DiskFullError(28, f"no space left on the device while writing {path}")
         real_write(path, data)
 
-    monkeypatch.setattr(crawler, "atomic_write_bytes", filling_disk)
+    monkeypatch.setattr(crawler, "write_content", filling_disk)
     with pytest.raises(CrawlError, match=r"no space left on the device.*free some space and re-run"):
         crawl_avatars(cfg, SandboxParams(), progress=False)
     assert journal_path(Path(cfg.manifest)).exists()
-    monkeypatch.setattr(crawler, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(crawler, "write_content", real_write)
     report = crawl_avatars(cfg, SandboxParams(), progress=False)
     assert report.work["reused"] == 10 and report.kept == 30
     check_manifest(cfg)

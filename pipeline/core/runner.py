@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.params import ParamsError
-from pipeline.core.storage import atomic_write_json
+from pipeline.core.storage import DiskFullError, atomic_write_json
 
 
 class StageError(RuntimeError):
@@ -60,7 +60,7 @@ def run_stage(
     expected: tuple[type[BaseException], ...] = (),
     run_log: RunLog | None = None,
 ) -> None:
-    """Run a stage body; known failures exit 1 with a one-paragraph message instead of a traceback.
+    """Run a stage body; known failures (and a full disk) exit 1 with a one-paragraph message, not a traceback.
 
     The run log, when given, is written whatever happens: `ok`, `failed` with the message, or `interrupted`.
     """
@@ -70,7 +70,7 @@ def run_stage(
     run_log = run_log or RunLog(name)
     try:
         body()
-    except (ParamsError, StageError, *expected) as exc:
+    except (ParamsError, StageError, DiskFullError, *expected) as exc:
         run_log.write("failed", str(exc))
         print(f"\n[{name}] failed: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -53,6 +53,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def write_content(path: Path, data: bytes) -> None:
+    """Write a content-addressed file unless it already holds exactly `data` (a file emptied or torn by hand, or
+    by a power cut, is written again)."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic_write_bytes(path, data)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomic write of UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -19,7 +19,7 @@ from pipeline.core.manifest import ResumableOutput, count_reasons
 from pipeline.core.params import CrawlAvatarsParams, SandboxParams, resolved
 from pipeline.core.reuse import code_version, result_key
 from pipeline.core.schema import OK, REJECTED
-from pipeline.core.storage import DiskFullError, atomic_write_bytes, content_path
+from pipeline.core.storage import DiskFullError, content_path, write_content
 from pipeline.crawl.fetch import USER_AGENT, FetchOutcome, RetryPolicy, fetch_image, fetch_json
 from pipeline.crawl.validate import ImageLimits, ImageRejected, validate_image
 from pipeline.sandbox import traits
@@ -112,8 +112,7 @@ def _row(spec: traits.AvatarSpec, url: str, keys: Keys) -> dict[str, Any]:
 def _saved(row: dict[str, Any], image: Any, out_dir: Path) -> dict[str, Any]:
     """Store a valid image under its content hash and fill in the row."""
     path = content_path(out_dir, image.sha256, image.ext)
-    if not path.exists():
-        atomic_write_bytes(path, image.data)
+    write_content(path, image.data)
     relative = path.relative_to(out_dir).as_posix()
     return dict(row, sha256=image.sha256, path=relative, width=image.width, height=image.height, status=OK, reason="")
 
@@ -150,7 +149,9 @@ async def _crawl(
             body = await fetch_json(session, base + ASSETS_PATH, policy, cfg.timeout_s, rng)
             catalogue = traits.parse_catalogue(body)
         except (ConnectionError, ValueError) as exc:
-            raise CrawlError(f"cannot read the avatar catalogue of {base}: {exc}") from None
+            raise CrawlError(
+                f"cannot read the avatar catalogue of {base}: {exc}. Nothing saved earlier was changed."
+            ) from None
         specs = traits.sample_specs(catalogue, cfg.count, cfg.seed, tuple(cfg.genders), tuple(cfg.styles), cfg.scale)
         rows = {spec.key(): _row(spec, preview_url(stable, spec), keys) for spec in specs}
         output = ResumableOutput(Path(cfg.manifest), out_dir, "key", MANIFEST_COLUMNS)
@@ -187,7 +188,7 @@ async def _crawl(
                 example = next(r["detail"] for r in ordered if r["reason"] == top)
                 raise CrawlError(
                     f"all {len(ordered)} avatar requests to {cfg.endpoint} ({base}) failed; most common reason: "
-                    f"{top} ({reasons.get(top, 0)}x), e.g. {example}. Nothing earlier was changed."
+                    f"{top} ({reasons.get(top, 0)}x), e.g. {example}. Nothing saved earlier was changed."
                 )
         report.work["pruned"] = output.commit(ordered, {"crawl.avatars": resolved(cfg), "sandbox": resolved(sandbox)})
     return ordered

@@ -175,9 +175,10 @@ class _Tagging(Parser):
         records the task as seen before the put, so the retry is dropped as a duplicate and the task is lost.
         A blocking put never raises Full; the downloaders run until the parsers have exited.
         """
+        del block, timeout  # icrawler's loop passes them; a blocking put without a timeout is the point
         super().output(task, block=True, timeout=None)
 
-    def parse(self, response: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def parse(self, response: Any) -> Iterator[dict[str, Any]]:
         url = response.request.url
         query = parse_qs(urlsplit(url).query)
         identity = query.get(IDENTITY_PARAM[self.engine], [""])[0]
@@ -268,7 +269,7 @@ class UrlListFeeder(Feeder):
 class PassThroughParser(Parser):
     """Turns the fed JSON tasks into downloader tasks without fetching any page."""
 
-    def worker_exec(self, queue_timeout: float = 1, **kwargs: Any) -> None:
+    def worker_exec(self, queue_timeout: float) -> None:  # called with our parser_kwargs
         import queue
 
         while not self.signal.get("reach_max_num"):

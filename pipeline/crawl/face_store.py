@@ -14,7 +14,7 @@ from pipeline.core.manifest import ResumableOutput
 from pipeline.core.params import SandboxParams
 from pipeline.core.reuse import result_key
 from pipeline.core.schema import OK, REJECTED, TRAIT_COLUMNS
-from pipeline.core.storage import DiskFullError, atomic_write_bytes, safe_name
+from pipeline.core.storage import DiskFullError, safe_name, write_content
 from pipeline.crawl.engines import PageProblem
 from pipeline.crawl.validate import ImageLimits, ImageRejected, validate_image
 from pipeline.sandbox.search import photo_ref
@@ -181,8 +181,7 @@ class FaceSaver:
             return self.reject(base, exc.reason, exc.detail, attempts, http_status)
         path = self.out_dir / base["folder"] / f"{image.sha256}.{image.ext}"
         try:
-            if not path.exists():
-                atomic_write_bytes(path, image.data)
+            write_content(path, image.data)
         except DiskFullError as exc:
             self.disk_full = exc
             return self.reject(base, "disk_full", str(exc), attempts, http_status)

@@ -102,26 +102,22 @@ class ManifestDownloader(ImageDownloader):
         self.policy = RetryPolicy(cfg.retries, cfg.backoff_s, cfg.backoff_max_s)
         self.limits = ImageLimits(cfg.max_bytes, cfg.max_pixels, cfg.min_size)
 
-    def download(self, task: dict[str, Any], default_ext: str, timeout: float = 5, **kwargs: Any) -> bool:
+    def take(self, task: dict[str, Any]) -> None:
+        """Finish one candidate: reuse, re-validate kept bytes, or download; every path ends in one row."""
         base = self.saver.base_row(task["identity"], self.source, int(task.get("rank", 0)), task["file_url"])
-        if self.saver.stopped:
-            return False
-        if self.saver.resume(base, self.limits):
-            return True
+        if self.saver.stopped or self.saver.resume(base, self.limits):
+            return
         try:
             fetched = fetch_bytes(
                 self.session, task["file_url"], self.limits.max_bytes, self.policy, self.cfg.timeout_s
             )
         except FetchFailed as failed:
             self.saver.reject(base, failed.reason, failed.detail, failed.attempts, failed.http_status)
-            return False
+            return
         self.saver.fetched(len(fetched.data))
-        row = self.saver.accept(base, fetched.data, fetched.content_type, self.limits, fetched.attempts)
-        return row["status"] == "ok"
+        self.saver.accept(base, fetched.data, fetched.content_type, self.limits, fetched.attempts)
 
-    def worker_exec(
-        self, max_num: int, default_ext: str = "jpg", queue_timeout: float = 1, req_timeout: float = 5, **kwargs: Any
-    ) -> None:
+    def worker_exec(self, max_num: int, queue_timeout: float) -> None:  # called with our downloader_kwargs
         # icrawler's loop quits after one idle queue timeout once anything was fetched, even while the parser is
         # still paging; this one waits until the parser has exited and the queue is drained.
         self.max_num = max_num
@@ -133,7 +129,7 @@ class ManifestDownloader(ImageDownloader):
                     return
                 continue
             try:
-                self.download(task, default_ext, req_timeout)
+                self.take(task)
             except Exception as exc:  # a bug must cost one row, never the thread and every task behind it
                 log.exception("downloader failed on %s", task.get("file_url"))
                 base = self.saver.base_row(task["identity"], self.source, int(task.get("rank", 0)), task["file_url"])

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from pipeline.core.manifest import ResumableOutput, count_reasons, read_manifest
 from pipeline.core.params import AlignParams, Params, resolved
 from pipeline.core.reuse import canonical_json, code_version, result_key, shaping_params
+from pipeline.core.runner import StageError
 from pipeline.core.schema import OK, REJECTED, TRAIT_COLUMNS
-from pipeline.core.storage import atomic_write_bytes, safe_name
+from pipeline.core.storage import DiskFullError, atomic_write_bytes, safe_name
 from pipeline.core.viz import encode_png
 from pipeline.faces.align import AlignConfig, align_bytes, align_to_landmarks
 from pipeline.faces.detect import DetectConfig, ImageDecodeError, decode_image
@@ -111,11 +112,17 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _write_crop(out_dir: str, path: str, image: np.ndarray) -> str:
-    """Write a crop; returns its sha256, which resume checks before it trusts the file."""
+def _write_crop(out_dir: str, folder: str, image: np.ndarray) -> tuple[str, str]:
+    """Write a crop named by its own sha256; returns (path, sha256).
+
+    Content names mean a run with other params never overwrites a crop the manifest of an earlier run points to:
+    if it fails, the earlier manifest and its files still agree.
+    """
     data = encode_png(image, compression=3)
+    digest = hashlib.sha256(data).hexdigest()
+    path = f"{folder or digest[:2]}/{digest}.png"
     atomic_write_bytes(Path(out_dir) / path, data)
-    return hashlib.sha256(data).hexdigest()
+    return path, digest
 
 
 def align_face_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_dir: str) -> dict[str, Any]:
@@ -127,8 +134,8 @@ def align_face_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_di
     result = align_bytes(data, cfg)
     row = {**task, **result.record()}
     if result.image is not None:
-        path = f"{task['folder']}/{task['source_sha256']}.png"
-        row.update(path=path, crop_sha256=_write_crop(out_dir, path, result.image))
+        path, digest = _write_crop(out_dir, task["folder"], result.image)
+        row.update(path=path, crop_sha256=digest)
     return row
 
 
@@ -149,8 +156,7 @@ def align_avatar_task(task: dict[str, Any], cfg: AlignConfig, raw_dir: str, out_
         return {**task, "status": REJECTED, "reason": "decode_error", "detail": str(exc)}
     marks = avatar_landmarks(spec)
     image, angle, scale = align_to_landmarks(rgb, marks.left_eye, marks.right_eye, cfg)
-    path = f"{task['source_sha256'][:2]}/{task['source_sha256']}.png"
-    crop_sha256 = _write_crop(out_dir, path, image)
+    path, crop_sha256 = _write_crop(out_dir, "", image)
     box = dict(zip(("box_x", "box_y", "box_w", "box_h"), marks.face_box, strict=True))
     points = {
         f"{name}_{axis}": getattr(marks, name)[i]
@@ -296,7 +302,12 @@ def align_domain(
                     pool.submit(_run_chunk, kind, c, cfg, str(raw_dir), str(out_dir))
                     for c in _chunks(pending, params.chunk_size)
                 ]
-                _consume((f.result() for f in futures), rows, output, bar)
+                try:
+                    _consume((f.result() for f in futures), rows, output, bar)
+                except BaseException:  # Ctrl-C or a full disk: stop now instead of finishing the queued chunks
+                    for future in futures:
+                        future.cancel()
+                    raise
         bar.close()
         ordered = [rows[k] for k in sorted(rows)]
         work["pruned"] = output.commit(ordered, {"align": resolved(params), **extra_meta})
@@ -352,6 +363,7 @@ def run_align(params: Params, progress: bool = True) -> AlignReport:
 
     Raises:
         FileNotFoundError: when a crawl manifest is missing (run its crawl stage first).
+        StageError: when the disk fills up.
     """
     cfg = align_config(params.align)
     out_root = Path(params.align.out_dir)
@@ -363,16 +375,15 @@ def run_align(params: Params, progress: bool = True) -> AlignReport:
     for kind, manifest, raw_dir, make_tasks in sources:
         if not manifest.exists():
             raise FileNotFoundError(f"{manifest} not found; run `dvc repro crawl_{kind}` first")
-        reports[kind] = align_domain(
-            kind,
-            make_tasks(manifest),
-            cfg,
-            raw_dir,
-            out_root,
-            params.align,
-            {"crawl": {kind: resolved(getattr(params.crawl, kind))}},
-            progress,
-        )
+        meta = {"crawl": {kind: resolved(getattr(params.crawl, kind))}}
+        try:
+            tasks = make_tasks(manifest)
+            reports[kind] = align_domain(kind, tasks, cfg, raw_dir, out_root, params.align, meta, progress)
+        except DiskFullError as exc:
+            raise StageError(
+                f"{exc}; free some space and re-run: the crops made so far are reused, and the earlier manifest "
+                "and its crops are unchanged"
+            ) from None
     write_sample_sheet(out_root, Path(params.align.samples), params.align)
     return AlignReport(reports["faces"], reports["avatars"], ground_truth_rates(out_root / "faces.parquet"))
 

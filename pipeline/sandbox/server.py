@@ -53,6 +53,7 @@ class SandboxServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._loop = self._runner = self._thread = None  # stopping twice is harmless
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
