@@ -139,8 +139,10 @@ def test_one_identitys_failing_search_is_quoted_and_loses_nothing(
     server = engine(busy)
     cfg, before = earlier_faces(tmp_path, source="bing", engine_url=server.url)
     failing["on"] = True
+    work: dict[str, Any] = {}
     with pytest.raises(FaceCrawlError, match=r"'Blake Moreno': search_error: answered 503: Service busy try again"):
-        crawl_faces(cfg, SandboxParams(), progress=False)
+        crawl_faces(cfg, SandboxParams(), progress=False, work=work)
+    assert [p["identity"] for p in work["search_problems"]] == ["Blake Moreno"]  # the run log keeps the words
     assert_kept(before)
     journal = [json.loads(line) for line in Path(cfg.manifest + ".journal").read_text().splitlines()]
     assert [r["reason"] for r in journal if r["identity"] == "Blake Moreno"] == ["search_error"]
@@ -357,8 +359,9 @@ def interrupt(root: Path, name: str, journal: Path, lines: int) -> subprocess.Co
     [
         ("crawl_avatars", ("data/raw/avatars", "data/raw/avatars.parquet"), {}, {"crawl.avatars": {"count": 300}}),
         ("crawl_faces", ("data/raw/faces", "data/raw/faces.parquet"), {}, {"crawl.faces": {"per_identity": 60}}),
+        # two processes: queued chunks are cancelled, so SIGINT stops the pool within a chunk
         ("align", ("data/aligned",), {"crawl.faces": {"per_identity": 12}, "align": {"chunk_size": 2}},
-         {"align": {"chunk_size": 2, "size": 96}}),
+         {"align": {"chunk_size": 2, "size": 96, "workers": 2}}),
     ],
 )  # fmt: skip
 def test_ctrl_c_loses_nothing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import time
@@ -299,7 +300,8 @@ def crawl_faces(
             saver.page_problem(problem, engine)
         sandbox_truth = sandbox if cfg.source == "sandbox" and not sandbox.photos else None
         report.rows = synthetic_columns(saver.rows(), sandbox_truth)
-        report.work.update(search_pages=sum(stats.pages.values()), search_problems=len(stats.problems))
+        report.work["search_pages"] = sum(stats.pages.values())
+        report.work["search_problems"] = [dataclasses.asdict(problem) for problem in stats.problems]
         _check(report, cfg, engine, base, stats, saver)
         report.work["pruned"] = output.commit(report.rows, {"crawl.faces": resolved(cfg), "sandbox": resolved(sandbox)})
     for name in report.short_identities:
