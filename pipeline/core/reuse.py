@@ -82,8 +82,9 @@ def file_sources(path: Path) -> tuple[Path, ...]:
 
 
 # Sources that never shape a result by themselves: params.py only validates, and what it yields is in every key
-# as resolved values. Leaving it out keeps a new params section from recomputing every earlier result.
-NOT_SHAPING = ("core/params.py",)
+# as resolved values; runner.py turns errors into messages and writes the run log. Leaving them out keeps a new
+# params section or a reworded message from recomputing every earlier result.
+NOT_SHAPING = ("core/params.py", "core/runner.py")
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ class RunLog:
     path: Path | None = None
     work: dict[str, Any] = field(default_factory=dict)
     _started: float = field(default_factory=time.perf_counter)
-    _cpu_started: float = field(default_factory=time.process_time)
+    _cpu_started: float = field(default_factory=lambda: _cpu_seconds())
 
     def write(self, status: str, message: str = "") -> None:
         if self.path is None:
@@ -48,10 +49,16 @@ class RunLog:
             "message": message,
             "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_s": round(time.perf_counter() - self._started, 3),
-            "cpu_s": round(time.process_time() - self._cpu_started, 3),
+            "cpu_s": round(_cpu_seconds() - self._cpu_started, 3),  # worker processes included
             **self.work,
         }
         atomic_write_json(self.path, payload)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of the children it has waited for (align's process pool)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def run_stage(
