@@ -343,7 +343,13 @@ def interrupt(root: Path, name: str, journal: Path, lines: int) -> subprocess.Co
     """Start a stage, send it SIGINT once its journal holds `lines` rows, and wait for it to exit."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", f"stages.{name}"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", f"stages.{name}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # a terminal's Ctrl-C, even when the test runner itself was started with SIGINT ignored (a background job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < lines):
