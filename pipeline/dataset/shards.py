@@ -279,9 +279,12 @@ def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict
 
 
 def pack_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers of metrics/pack.json, from `pack`'s full summary (which goes to the details file)."""
+    """The few numbers of metrics/pack.json, from `pack`'s full summary (which goes to the details file): what the
+    shards hold, and the face splits an experiment on the fractions or the seed moves."""
+    faces = {"kept": summary["faces_total"], "rejected": summary["faces_in"] - summary["faces_total"]}
+    faces.update(val=summary["faces_val"], test=summary["faces_test"])
     return {
-        "faces": {"kept": summary["faces_total"], "rejected": summary["faces_in"] - summary["faces_total"]},
+        "faces": faces,
         "avatars": {"kept": summary["avatars_total"], "rejected": summary["avatars_in"] - summary["avatars_total"]},
         "identities": summary["identities"],
     }
