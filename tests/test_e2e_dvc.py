@@ -21,12 +21,13 @@ def load(root: Path, path: str) -> dict:
 
 
 def outputs(root: Path) -> dict[str, str]:
-    """sha256 of every file the data stages leave (run logs aside: they describe the run, not the result)."""
+    """sha256 of every file the pipeline leaves, but run logs (they describe the run, not the result) and the report
+    page (it names the commit and experiment it compares with)."""
     files = [*(root / "data").rglob("*"), *(root / "metrics").rglob("*"), *(root / "reports").rglob("*")]
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(files)
-        if p.is_file() and "runs" not in p.relative_to(root).parts
+        if p.is_file() and "runs" not in p.relative_to(root).parts and p.name != "index.html"
     }
 
 
