@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -96,3 +97,12 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]], tmp_path: Pat
     shrink(fresh, avatars=30, size=96)
     run([DVC, "repro"], fresh, fresh_env)
     assert outputs(root) == outputs(fresh)
+
+    # A stage that fails (here: its params check) keeps the last good metrics and says which key to fix.
+    before = (root / "metrics/pack.json").read_bytes()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pack"]["shard_size"] = 0
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = subprocess.run([DVC, "repro", "pack"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0 and "pack.shard_size" in failed.stdout + failed.stderr
+    assert (root / "metrics/pack.json").read_bytes() == before
