@@ -10,7 +10,7 @@ import typer
 from pipeline.core.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
 
 app = typer.Typer(
-    help="img2caricature: crawl faces and avatars, align, pack, train. Stages run via `dvc repro`.",
+    help="img2caricature: crawl faces and avatars, align and pack them, train f; the same code as the DVC stages.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -26,10 +26,11 @@ align_app = typer.Typer(
 app.add_typer(align_app, name="align")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read.")]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-S", help="override a param, e.g. -S crawl.avatars.count=50 (repeatable)."),
-]
+
+
+def set_option(example: str) -> Any:
+    """The repeatable `-S key=value` option, with an example of a key that this command reads."""
+    return typer.Option(None, "--set", "-S", help=f"override a param, e.g. -S {example} (repeatable).")
 
 
 def _fail(message: str) -> None:
@@ -67,7 +68,7 @@ def with_overrides(path: Path, overrides: list[str] | None) -> Params:
 def sandbox_serve(
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port).")] = 8000,
     params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
+    set_: list[str] | None = set_option("sandbox.seed=1"),
     access_log: Annotated[bool, typer.Option(help="log every request.")] = False,
 ) -> None:
     """Serve the sandbox web on 127.0.0.1 until Ctrl-C. Try /avatar-builder-v3/assets in a browser."""
@@ -97,7 +98,9 @@ def sandbox_grid(
 
 
 @crawl_app.command("avatars")
-def crawl_avatars_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def crawl_avatars_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("crawl.avatars.count=50")
+) -> None:
     """Crawl avatars as the `crawl_avatars` stage does (resumable; writes the manifest and metrics)."""
     from stages import crawl_avatars
 
@@ -105,7 +108,9 @@ def crawl_avatars_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = N
 
 
 @crawl_app.command("faces")
-def crawl_faces_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def crawl_faces_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("crawl.faces.per_identity=20")
+) -> None:
     """Crawl face photos as the `crawl_faces` stage does (resumable; writes the manifest and metrics)."""
     from stages import crawl_faces
 
@@ -113,7 +118,7 @@ def crawl_faces_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = Non
 
 
 @align_app.command("run")
-def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("align.size=96")) -> None:
     """Align the crawled faces and avatars as the `align` stage does (resumable; writes manifests and metrics)."""
     from stages import align
 
@@ -121,7 +126,7 @@ def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None)
 
 
 @app.command("pack")
-def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("pack.shard_size=50")) -> None:
     """Split and shard the aligned data as the `pack` stage does (writes shards, index.parquet and metrics)."""
     from stages import pack
 
@@ -129,7 +134,9 @@ def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> N
 
 
 @app.command("pretrain-f")
-def pretrain_f_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def pretrain_f_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("pretrain_f.steps=800")
+) -> None:
     """Train the identity classifier f as the `pretrain_f` stage does (resumable; writes models/f.pt and metrics)."""
     from stages import pretrain_f
 
@@ -145,7 +152,7 @@ def lookalike_cmd(
     ] = None,
     model: Annotated[Path | None, typer.Option(help="f to use (default: pretrain_f.model).")] = None,
     params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
+    set_: list[str] | None = set_option("pack.out_dir=data/shards"),
 ) -> None:
     """Which trained identity does this photo look like? Detects and aligns the face, runs f, lists the top k."""
     from pipeline.core.viz import save_png
@@ -180,7 +187,7 @@ def align_eval_cmd(
         "../shared/data/faces-landmarks"
     ),
     params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
+    set_: list[str] | None = set_option("align.eye_method=geometry"),
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
     rows: Annotated[Path | None, typer.Option(help="write one row per annotated face (.parquet or .csv).")] = None,
 ) -> None:

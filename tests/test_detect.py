@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import cv2
@@ -129,19 +128,6 @@ def test_12_megapixel_photo_gives_the_same_box_as_the_original(name):
     assert abs((big_box[0] + big_box[2] / 2) - (small_box[0] + small_box[2] / 2)) < tolerance
     assert abs((big_box[1] + big_box[3] / 2) - (small_box[1] + small_box[3] / 2)) < tolerance
     assert abs(big_box[2] - small_box[2]) < tolerance
-
-
-@needs_faces_dev
-def test_downscaling_makes_a_12_megapixel_photo_much_cheaper_to_scan():
-    rgb = decode_image((FACES_DEV / "jerry_seinfeld" / "train_21.jpg").read_bytes())
-    big = cv2.resize(rgb, (3464, 3464), interpolation=cv2.INTER_LINEAR)  # 12 MP
-    seconds = {}
-    for name, max_side in (("downscaled", 640), ("full", 100_000)):
-        start = time.perf_counter()
-        assert detect_faces(big, DetectConfig(detect_max_side=max_side))
-        seconds[name] = time.perf_counter() - start
-    # Measured 0.23 s against 3.1 s (13x) on a loaded 2-core machine; 4x leaves room for noisy neighbours.
-    assert seconds["full"] > 4 * seconds["downscaled"], seconds
 
 
 # Faces well inside the frame, so turning the photo does not push part of the head out of it.

@@ -1,4 +1,4 @@
-"""dvc.yaml lists, for every `python -m stages.X` stage, each pipeline/ file that the stage imports transitively."""
+"""`dvc.yaml` tells the truth: every `pipeline/` file a stage imports (transitively) is among that stage's deps."""
 
 from __future__ import annotations
 
@@ -9,44 +9,44 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.core.reuse import PACKAGE_ROOT, module_sources
+from pipeline.core.reuse import PACKAGE_ROOT, file_sources
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = PACKAGE_ROOT.parent
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-# The data stages' deps were written before the layout refactor; they are being reworked on another branch.
-KNOWN_GAPS = {"crawl_faces", "crawl_avatars", "align", "pack"}
 
 
-def stage_imports(path: Path) -> set[str]:
-    """The modules a stage file's import statements name (module and module.name for `from m import name`)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+def stage_file(cmd: str) -> Path:
+    match = re.search(r"python -m (stages\.\w+)", cmd)
+    assert match, f"stage command {cmd!r} is not `python -m stages.<name>`"
+    return REPO / (match.group(1).replace(".", "/") + ".py")
 
 
-def stage_sources(module: str) -> set[str]:
-    """Repository-relative paths of the pipeline/ files a stage module imports, transitively."""
-    files: set[Path] = set()
-    for name in stage_imports(REPO / (module.replace(".", "/") + ".py")):
-        files.update(module_sources(name))
-    return {path.relative_to(PACKAGE_ROOT.parent).as_posix() for path in files}
+def docstring_only(path: Path) -> bool:
+    """A package `__init__.py` that holds only its docstring cannot change a result."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(isinstance(node, ast.Expr) for node in body)
 
 
-@pytest.mark.parametrize("name", [n for n, s in STAGES.items() if re.fullmatch(r"python -m stages\.\w+", s["cmd"])])
-def test_stage_deps_cover_every_imported_pipeline_file(name: str) -> None:
-    module = STAGES[name]["cmd"].split()[-1]
-    deps = [str(d) for d in STAGES[name]["deps"]]
-    assert module.replace(".", "/") + ".py" in deps, f"{name}: dvc.yaml deps lack the stage file"
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or (dep.endswith("/") and path.startswith(dep)) for dep in deps)
 
-    def covered(path: str) -> bool:
-        return any(path == dep or (dep.endswith("/") and path.startswith(dep)) for dep in deps)
 
-    missing = sorted(path for path in stage_sources(module) if not covered(path))
-    if missing and name in KNOWN_GAPS:
-        pytest.xfail(f"{name} lacks deps {missing} (known; fixed with the data stages' rework)")
-    assert not missing, f"dvc.yaml stage {name!r} imports these files but does not list them as deps: {missing}"
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_deps_list_every_imported_pipeline_file(name: str) -> None:
+    stage = STAGES[name]
+    entry = stage_file(stage["cmd"])
+    deps = [str(dep) for dep in stage.get("deps", [])]
+    relative_entry = entry.relative_to(REPO).as_posix()
+    assert relative_entry in deps, f"stage {name}: its entry point {relative_entry} is not in deps"
+    imported = [path.relative_to(REPO).as_posix() for path in file_sources(entry) if not docstring_only(path)]
+    missing = [path for path in imported if not covered(path, deps)]
+    assert not missing, f"stage {name} imports these pipeline files but dvc.yaml does not list them: {missing}"
+
+
+def test_deps_checker_catches_a_missing_module(tmp_path: Path) -> None:
+    entry = tmp_path / "stage.py"
+    entry.write_text("from pipeline.faces.align_run import run_align\n")
+    sources = {p.relative_to(REPO).as_posix() for p in file_sources(entry)}
+    assert "pipeline/faces/detect.py" in sources  # align_run -> align -> detect
+    assert not covered("pipeline/faces/detect.py", ["pipeline/faces/align_run.py", "pipeline/sandbox/"])
+    assert covered("pipeline/sandbox/traits.py", ["pipeline/sandbox/"])

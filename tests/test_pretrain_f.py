@@ -78,8 +78,11 @@ def test_stage_writes_f_metrics_with_chance_and_plots(tmp_path: Path, tiny_faces
     assert (live / "plots/metrics/val/top1.tsv").is_file() and (live / "plots/images/test_predictions.png").is_file()
     confusion = json.loads((live / "plots/sklearn/confusion.json").read_text())
     assert len(confusion) == 16 and {"actual", "predicted"} <= set(confusion[0])
-    per_identity = json.loads((live / "per_identity.json").read_text())
-    assert [row["test_images"] for row in per_identity] == [4, 4, 4, 4]
+    details = json.loads((run / "reports/details/pretrain_f.json").read_text())
+    assert [row["test_images"] for row in details["per_identity"].values()] == [4, 4, 4, 4]
+    assert details["selected"]["step"] == metrics["selected_step"] and "val_top1" in details["selected"]
+    log = json.loads((run / "reports/runs/pretrain_f.json").read_text())
+    assert log["status"] == "ok" and log["steps_run"] == 24 and log["data_wait_share"] < 0.5
     assert not (run / "dvc.yaml").exists()  # dvclive never writes a dvc.yaml of its own
 
 
@@ -119,7 +122,7 @@ def test_a_checkpoint_of_other_params_is_not_resumed_but_a_matching_one_is(tmp_p
     workdir(run, tiny_faces, steps=12, lr=0.004)
     out = stage(run).stdout
     assert "other params (lr: 0.003 -> 0.004)" in out and "starting fresh from step 0" in out
-    assert json.loads((run / "reports/pretrain_f/run.json").read_text())["resumed_from_step"] == 0
+    assert json.loads((run / "reports/runs/pretrain_f.json").read_text())["resumed_from_step"] == 0
     assert load_checkpoint(run / "models/checkpoints/pretrain_f/last.pt")["run"]["params"]["lr"] == 0.004
 
 
@@ -144,9 +147,9 @@ DDP_DRIVER = """
 import json, os
 from pipeline.core.params import load_params
 from pipeline.train.pretrain_f import pretrain_f
-metrics = pretrain_f(load_params(), say=lambda line: None)
+result = pretrain_f(load_params(), say=lambda line: None)
 with open(f"metrics_rank{os.environ['RANK']}.json", "w") as handle:
-    json.dump(metrics, handle)
+    json.dump({"metrics": result.metrics, "details": result.details, "world": result.run["world_size"]}, handle)
 """
 
 
@@ -159,6 +162,66 @@ def test_ddp_world_size_2_on_cpu_trains_and_both_ranks_report_the_same_metrics(
     result = subprocess.run(command, cwd=run, env=env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     first, second = (json.loads((run / f"metrics_rank{r}.json").read_text()) for r in (0, 1))
-    assert first == second and first["test_images"] == 16 and first["test_top1"] > first["chance_top1"]
-    assert json.loads((run / "reports/pretrain_f/run.json").read_text())["world_size"] == 2
+    assert first == second and first["world"] == 2
+    assert first["metrics"]["test_images"] == 16 and first["metrics"]["test_top1"] > first["metrics"]["chance_top1"]
     assert load_f(run / "models/f.pt").labels == [f"person_{i}" for i in range(4)]  # rank 0 wrote f
+
+
+# Every key of the section: a different valid value, and whether it may change the trained weights.
+CHANGES: dict[str, tuple[object, bool]] = {
+    "seed": (1, True),
+    "steps": (241, True),
+    "batch_size": (16, True),
+    "grad_clip": (1.0, True),
+    "eval_every": (20, True),  # selection looks at other steps
+    "input_size": (152, True),
+    "width": (0.25, True),
+    "batch_norm": (False, True),
+    "dropout": (0.3, True),
+    "optimizer": ("sgd", True),
+    "lr": (0.001, True),
+    "momentum": (0.8, True),
+    "weight_decay": (0.01, True),
+    "schedule": ("constant", True),
+    "warmup_steps": (0, True),
+    "label_smoothing": (0.0, True),
+    "eval_flip": (True, True),
+    **{f"augment.{k}": (0.2, True) for k in ("flip", "crop", "brightness", "contrast", "saturation", "grey")},
+    "augment.rotate": (5.0, True),
+    "runtime.device": ("cpu", True),  # CPU and CUDA kernels round differently
+    "runtime.precision": ("bf16", True),
+    "runtime.channels_last": (False, True),
+    "runtime.compile": (True, True),
+    "runtime.threads": (3, False),
+    "log_every": (5, False),
+    "checkpoint_every": (80, False),
+    "model": ("elsewhere/f.pt", False),
+    "metrics": ("elsewhere.json", False),
+    "details": ("elsewhere-details.json", False),
+    "run_log": ("elsewhere-run.json", False),
+    "live_dir": ("elsewhere", False),
+    "checkpoint_dir": ("elsewhere-ck", False),
+}
+
+
+def test_every_param_that_can_change_the_weights_changes_the_checkpoint_key() -> None:
+    from pipeline.core.params import PretrainFParams
+    from pipeline.train.pretrain_f import run_key
+
+    section = PretrainFParams()
+    nested = {"augment", "runtime"}
+    keys = {k for k in PretrainFParams.model_fields if k not in nested}
+    keys |= {f"{n}.{k}" for n in nested for k in type(getattr(section, n)).model_fields}
+    assert keys == set(CHANGES), "a new pretrain_f key needs a line in CHANGES"
+    base = run_key(section, "data").value
+    for key, (value, shapes) in CHANGES.items():
+        raw = section.model_dump(mode="json")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        assert node[leaf] != value, key
+        node[leaf] = value
+        changed = run_key(PretrainFParams.model_validate(raw), "data").value
+        assert (changed != base) == shapes, key
+    assert run_key(section, "other data").value != base

@@ -17,7 +17,6 @@ from torch import nn
 
 from pipeline.core.params import Params, PretrainFParams, resolved
 from pipeline.core.reuse import code_version, shaping_params
-from pipeline.core.storage import atomic_write_json
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import Augment, ShardDataset, ShardStream, to_model_input
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
@@ -28,14 +27,22 @@ from pipeline.train.loop import Trainer, TrainStep, eval_batches, lr_factor
 from pipeline.train.runtime import Runtime, runtime
 
 # Keys of the section that never change the trained weights: where things go and how often they are logged.
-NOT_SHAPING = ("log_every", "checkpoint_every", "model", "metrics", "live_dir", "checkpoint_dir")
+NOT_SHAPING = ("log_every", "checkpoint_every", "model", "metrics", "details", "run_log", "live_dir", "checkpoint_dir")
 CHECKPOINT_FILE = "last.pt"
-PER_IDENTITY_FILE = "per_identity.json"
 CONFUSION_FILE = "confusion.json"
 
 
 class PretrainError(ValueError):
     """The face shards cannot train f as asked (too few samples, an empty split); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What a pretrain_f run produced: the flat metrics, the long details, and what the run itself did."""
+
+    metrics: dict[str, Any]
+    details: dict[str, Any]
+    run: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,19 @@ def prediction_grid(model: VGG, data: ShardDataset, labels: list[str], size: int
     return image_grid(list(batch["image"][order].numpy()), cols=8, labels=names)
 
 
+def details(test: ClassCounts, val: dict[str, float], labels: list[str], best_step: int) -> dict[str, Any]:
+    """The long breakdown beside the metrics: test accuracy and top confusion per identity, the selected step."""
+    per_identity = {}
+    for i, (correct, total) in enumerate(test.per_class()):
+        row = test.confusion[i].clone()
+        row[i] = 0
+        confused = labels[int(row.argmax())] if int(row.max()) > 0 else None
+        accuracy = round(correct / total, 4) if total else None
+        per_identity[labels[i]] = {"accuracy": accuracy, "test_images": total, "most_confused_with": confused}
+    selected = {"step": best_step, **{k.replace("/", "_"): round(v, 4) for k, v in val.items()}}
+    return {"per_identity": per_identity, "selected": selected, "test_loss": round(test.loss(), 4)}
+
+
 def flat_metrics(test: ClassCounts, val: dict[str, float], data: FaceData, best_step: int) -> dict[str, Any]:
     """The few numbers of metrics/pretrain_f.json, with chance beside the accuracies."""
     n = len(data.labels)
@@ -186,8 +206,8 @@ def flat_metrics(test: ClassCounts, val: dict[str, float], data: FaceData, best_
     return metrics
 
 
-def pretrain_f(params: Params, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train f per params.pretrain_f on `<pack.out_dir>/faces`; writes f.pt, the plots and returns the metrics.
+def pretrain_f(params: Params, say: Callable[[str], None] = print) -> PretrainResult:
+    """Train f per params.pretrain_f on `<pack.out_dir>/faces`; writes f.pt and the plots, returns the numbers.
 
     Under torchrun every rank trains on its share of each batch order and rank 0 writes the files.
 
@@ -237,25 +257,24 @@ def pretrain_f(params: Params, say: Callable[[str], None] = print) -> dict[str, 
         best = trainer.best or {"step": trainer.step, "metrics": {}}
         test = count_split(rt, model, data.test, size, section.batch_size, section.eval_flip)
         metrics = flat_metrics(test, best["metrics"], data, int(best["step"]))
+        run = {
+            "resumed_from_step": fit.start_step,
+            "steps_run": fit.step - fit.start_step,
+            "train_seconds": round(fit.seconds, 2),
+            "train_cpu_seconds": round(time.process_time() - cpu_start, 2),
+            "images_per_s": round(fit.images_per_s * rt.world_size, 1),
+            "data_wait_share": round(fit.data_wait_share, 4),
+            "world_size": rt.world_size,
+            "device": str(rt.device),
+        }
         if rt.is_main:
             write_outputs(section, params, model, arch, data, test, metrics, trainer)
-            run = {
-                "resumed_from_step": fit.start_step,
-                "steps_run": fit.step - fit.start_step,
-                "train_seconds": round(fit.seconds, 2),
-                "train_cpu_seconds_rank0": round(time.process_time() - cpu_start, 2),
-                "images_per_s": round(fit.images_per_s * rt.world_size, 1),
-                "data_wait_share": round(fit.data_wait_share, 4),
-                "world_size": rt.world_size,
-                "device": str(rt.device),
-            }
-            atomic_write_json(Path(section.live_dir) / "run.json", run)  # a run log beside the curves, not a metric
             say(
                 f"pretrain_f: {fit.step - fit.start_step} steps in {fit.seconds:.1f} s "
                 f"({run['images_per_s']:.0f} img/s, data wait {fit.data_wait_share:.1%}), selected step {best['step']}"
             )
         trainer.close()
-    return metrics
+    return PretrainResult(metrics, details(test, best["metrics"], labels, int(best["step"])), run)
 
 
 def write_outputs(
@@ -268,7 +287,7 @@ def write_outputs(
     metrics: dict[str, Any],
     trainer: Trainer,
 ) -> None:
-    """f.pt, the per-identity accuracy and confusion plots, and the test prediction grid."""
+    """f.pt, the confusion plot and the test prediction grid."""
     labels = data.labels
     info = {
         "params": resolved(section),
@@ -277,11 +296,6 @@ def write_outputs(
         "metrics": metrics,
     }
     save_f(Path(section.model), model.state_dict(), arch, labels, info)
-    rows = [
-        {"identity": labels[i], "accuracy": round(correct / total, 4) if total else 0.0, "test_images": total}
-        for i, (correct, total) in enumerate(test.per_class())
-    ]
-    atomic_write_json(Path(section.live_dir) / PER_IDENTITY_FILE, rows)
     actual, predicted = test.pairs()
     trainer.live.confusion(CONFUSION_FILE, [labels[i] for i in actual], [labels[i] for i in predicted])
     trainer.live.image("test_predictions.png", prediction_grid(model, data.test, labels, section.input_size))
