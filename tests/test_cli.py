@@ -33,7 +33,16 @@ SET_COMMANDS = {path: cmd for path, cmd in leaf_commands().items() if any(p.name
 
 
 def test_every_command_with_overrides_is_found() -> None:
-    assert {"crawl avatars", "crawl faces", "align run", "align eval", "pack", "sandbox serve"} <= set(SET_COMMANDS)
+    assert {
+        "crawl avatars",
+        "crawl faces",
+        "align run",
+        "align eval",
+        "pack",
+        "sandbox serve",
+        "pretrain-f",
+        "lookalike",
+    } <= set(SET_COMMANDS)
 
 
 @pytest.mark.parametrize("path", sorted(SET_COMMANDS))
@@ -45,7 +54,7 @@ def test_set_help_example_is_a_valid_override_for_that_command(path: str) -> Non
     assert example, f"`i2c {path} --help` shows no -S example"
     key = example.group(1).split("=")[0]
     section = key.split(".")[0]
-    assert section in {"sandbox", "crawl", "align", "pack"}
+    assert section in {"sandbox", "crawl", "align", "pack", "pretrain_f"}
     assert with_overrides(DEFAULT_PARAMS, [example.group(1)])  # the key exists and the value validates
 
 
