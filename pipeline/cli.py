@@ -141,13 +141,11 @@ def align_eval_cmd(
     """Detection recall and eye-centre error (NME) of the current align params on annotated photos."""
     import json
 
-    from pipeline.faces.align_run import align_config
     from pipeline.faces.landmark_eval import landmark_rows, summarise, write_landmark_rows
 
     if not (root / "annotations.csv").is_file():
         _fail(f"{root}/annotations.csv not found; pass --root <folder with annotations.csv and images/>")
-    cfg = align_config(with_overrides(params, set_).align)
-    table = landmark_rows(root, cfg)
+    table = landmark_rows(root, with_overrides(params, set_).align)
     figures = summarise(table)
     for name, value in figures.items():
         typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")
