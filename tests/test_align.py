@@ -40,7 +40,7 @@ def rotate(rgb: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
 
 LAURA = "laura_bush/lfw_Laura_Bush_0001.jpg"  # one frontal face, both eyes found by the cascades
 TIGER = "tiger_woods/lfw_Tiger_Woods_0002.jpg"
-SUNGLASSES = "elton_john/train_04.jpg"
+SUNGLASSES = "elton_john/train_05.jpg"
 
 
 def truncated_jpeg() -> bytes:

@@ -179,6 +179,7 @@ class AlignParams(_Section):
     min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; the scan never looks for smaller faces
     detect_max_side: int = Field(640, ge=64, le=8192)  # longest side of the grey copy the cascade scans
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)  # step between the cascade's pyramid levels
+    coarse_scale_factor: float | None = Field(1.25, gt=1.0, le=3.0)  # coarse pass that says where to scan; null = off
     verify: bool = True  # a second opinion on every Haar box; boxes that fail it are `not_a_face`
     verify_votes: int = Field(3, ge=0, le=100)  # windows of the second cascade that must agree with a box
     blur_threshold: float = Field(60.0, ge=0.0, le=100_000.0)  # Laplacian variance of the face patch

@@ -24,7 +24,7 @@ CONFIRM_CASCADE = "haarcascade_frontalface_alt2.xml"
 CONFIRM_PATCH = 64  # side of the patch (box grown by CONFIRM_MARGIN on each side) the second cascade scans
 CONFIRM_MARGIN = 0.25
 PROFILE_CASCADE = "haarcascade_profileface.xml"  # only run to explain a photo without a frontal face
-# The profile scan only picks a reject's label, so a coarser pyramid will do (it is 2 of the no-face path's scans).
+# The profile scan only picks a reject's label (`profile` or `no_face`), so a coarse pyramid will do.
 PROFILE_SCALE_FACTOR = 1.2
 MIN_NEIGHBORS = 5  # detectMultiScale overlap votes a detection needs
 WINDOW = 24  # the frontal cascade's native window (px of the downscaled copy)
@@ -130,32 +130,80 @@ class Scan:
             cascade's native 24. Faces smaller than `min_face` are never candidates, so scanning for them would
             only cost time (they were ~40 % of the cascade's work on the sandbox photos).
         scale_factor: step between pyramid levels.
+        coarse_scale_factor: the step of a first, coarse pass that only says where to scan finely; None scans
+            every level everywhere.
     """
 
     small: np.ndarray
     scale: float
     min_window: int
     scale_factor: float
+    coarse_scale_factor: float | None = None
 
 
 def make_scan(grey: np.ndarray, params: AlignParams) -> Scan:
-    """The detection copy of a grey photo under `params` (detect_max_side, min_face, scale_factor)."""
+    """The detection copy of a grey photo under `params` (detect_max_side, min_face, the two scale factors)."""
     small, scale = detection_grey(grey, params.detect_max_side)
-    return Scan(small, scale, max(WINDOW, math.ceil(params.min_face * scale)), params.scale_factor)
+    min_window = max(WINDOW, math.ceil(params.min_face * scale))
+    coarse = params.coarse_scale_factor
+    return Scan(
+        small, scale, min_window, params.scale_factor, coarse if coarse and coarse > params.scale_factor else None
+    )
 
 
-def cascade_boxes(grey: np.ndarray, cascade: str, scale_factor: float, min_window: int) -> list[tuple[Box, float]]:
+def _largest_first(pairs: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+    # detectMultiScale works in parallel, so its order is not stable: sort largest first, then by position.
+    return sorted(pairs, key=lambda p: (-p[0][2] * p[0][3], p[0][1], p[0][0]))
+
+
+def cascade_boxes(
+    grey: np.ndarray,
+    cascade: str,
+    scale_factor: float,
+    min_window: int,
+    max_window: int = 0,
+    min_neighbors: int = MIN_NEIGHBORS,
+) -> list[tuple[Box, float]]:
     """(box, confidence) pairs, largest first; confidence is the last cascade stage's weight (higher = surer)."""
     found, _, weights = load_cascade(cascade).detectMultiScale3(
         grey,
         scaleFactor=scale_factor,
-        minNeighbors=MIN_NEIGHBORS,
+        minNeighbors=min_neighbors,
         minSize=(min_window, min_window),
+        maxSize=(max_window, max_window),
         outputRejectLevels=True,
     )
-    pairs = [(tuple(float(v) for v in b), float(w)) for b, w in zip(found, np.ravel(weights), strict=True)]
-    # detectMultiScale works in parallel, so its order is not stable: sort largest first, then by position.
-    return sorted(pairs, key=lambda p: (-p[0][2] * p[0][3], p[0][1], p[0][0]))
+    return _largest_first(
+        [(tuple(float(v) for v in b), float(w)) for b, w in zip(found, np.ravel(weights), strict=True)]
+    )
+
+
+def coarse_to_fine(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
+    """Frontal boxes from a coarse pass that says which window sizes hold a face, then the full pass at those sizes.
+
+    The coarse pass (`coarse_scale_factor`, one overlap vote) visits a fraction of the windows and keeps nearly every
+    face as a candidate. The full pass then runs on the whole frame, exactly as an exhaustive scan would (same
+    pyramid, MIN_NEIGHBORS votes), but only over window sizes one coarse step either side of the candidates: a photo
+    whose faces are all large never pays for the many small windows. On faces-landmarks it finds the faces the
+    exhaustive scan finds (recall at IoU >= 0.5: 0.795 vs 0.793); on the sandbox photos it costs 0.7x.
+    """
+    assert scan.coarse_scale_factor is not None
+    coarse = load_cascade(FRONTAL_CASCADE).detectMultiScale(
+        grey, scaleFactor=scan.coarse_scale_factor, minNeighbors=1, minSize=(scan.min_window, scan.min_window)
+    )
+    if not len(coarse):
+        return []
+    widths = [float(w) for _, _, w, _ in coarse]
+    step = scan.coarse_scale_factor * 1.1  # one coarse level, plus the grouping's jitter in size
+    low, high = max(scan.min_window, math.floor(min(widths) / step)), math.ceil(max(widths) * step)
+    return cascade_boxes(grey, FRONTAL_CASCADE, scan.scale_factor, low, high)
+
+
+def frontal_boxes(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
+    """Frontal (box, confidence) pairs of one frame's grey copy, coarse-to-fine when the scan says so."""
+    if scan.coarse_scale_factor is None:
+        return cascade_boxes(grey, FRONTAL_CASCADE, scan.scale_factor, scan.min_window)
+    return coarse_to_fine(grey, scan)
 
 
 def detect_faces(rgb: np.ndarray, params: AlignParams, angle_deg: float = 0.0) -> list[Box]:
@@ -172,13 +220,12 @@ def scan_frame(scan: Scan, angle_deg: float) -> list[tuple[Box, float]]:
     scale = scan.scale
     if angle_deg == 0.0:
         return [((x / scale, y / scale, w / scale, h / scale), conf)
-                for (x, y, w, h), conf in cascade_boxes(scan.small, FRONTAL_CASCADE, scan.scale_factor,
-                                                        scan.min_window)]  # fmt: skip
+                for (x, y, w, h), conf in frontal_boxes(scan.small, scan)]  # fmt: skip
     matrix, size = rotation_about_centre(scan.small.shape, angle_deg)
     rotated = cv2.warpAffine(scan.small, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inverse = cv2.invertAffineTransform(matrix)
     found = []
-    for (x, y, w, h), conf in cascade_boxes(rotated, FRONTAL_CASCADE, scan.scale_factor, scan.min_window):
+    for (x, y, w, h), conf in frontal_boxes(rotated, scan):
         # Box centre in pixel-centre coordinates, back through the rotation, then up to the original scale.
         cx, cy = inverse @ (x + w / 2 - 0.5, y + h / 2 - 0.5, 1.0)
         cx, cy, w, h = (cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5, w / scale, h / scale
