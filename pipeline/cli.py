@@ -137,6 +137,7 @@ def align_eval_cmd(
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
     rows: Annotated[Path | None, typer.Option(help="write one row per annotated face (.parquet or .csv).")] = None,
+    subset: Annotated[str | None, typer.Option(help="score one subset only (lfw, voc).")] = None,
 ) -> None:
     """Detection recall and eye-centre error (NME) of the current align params on annotated photos."""
     import json
@@ -145,7 +146,10 @@ def align_eval_cmd(
 
     if not (root / "annotations.csv").is_file():
         _fail(f"{root}/annotations.csv not found; pass --root <folder with annotations.csv and images/>")
-    table = landmark_rows(root, with_overrides(params, set_).align)
+    try:
+        table = landmark_rows(root, with_overrides(params, set_).align, subset)
+    except ValueError as err:
+        _fail(str(err))
     figures = summarise(table)
     for name, value in figures.items():
         typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")

@@ -58,7 +58,7 @@ def smiley_logo() -> np.ndarray:
 # Each case builds real input that must be rejected for exactly one reason.
 REJECT_CASES = {
     "no_face": lambda cfg: jpeg_bytes(np.full((240, 320, 3), 128, np.uint8)),
-    "multiple_faces": lambda cfg: jpeg_bytes(np.hstack([photo(LAURA), photo(TIGER)])),
+    "multiple_faces": lambda cfg: jpeg_bytes(np.hstack([photo(LAURA), photo(TIGER)])),  # two of one size
     "not_a_face": lambda cfg: jpeg_bytes(smiley_logo()),
     # A real photo of a face turned away: the profile cascade fires, no frontal one does, even at +-15 degrees.
     "profile": lambda cfg: (FACES_DEV / "madonna" / "train_11.jpg").read_bytes(),
@@ -117,7 +117,7 @@ def test_largest_policy_keeps_a_dominant_face_and_reject_policy_does_not():
     big = cv2.resize(photo(LAURA), (300, 300), interpolation=cv2.INTER_CUBIC)
     small = np.vstack([photo(TIGER), np.full((150, 150, 3), 255, np.uint8)])
     pair = np.hstack([big, small])
-    assert align_face(pair, AlignParams()).reason == "multiple_faces"
+    assert align_face(pair, AlignParams(multiple_faces="reject")).reason == "multiple_faces"
     kept = align_face(pair, AlignParams(multiple_faces="largest", dominance=2.0))
     assert kept.status == "ok" and kept.n_faces == 2
     assert kept.box[0] + kept.box[2] <= 300  # the box is Laura's, on the left half

@@ -174,7 +174,7 @@ class AlignParams(_Section):
     right_eye: tuple[float, float] = (0.65, 0.35)
     eye_method: Literal["haar", "geometry", "blend"] = "haar"
     eyes_required: bool = False  # reject `no_eyes` instead of falling back to box geometry for a missed eye
-    multiple_faces: Literal["reject", "largest"] = "reject"
+    multiple_faces: Literal["reject", "largest"] = "largest"
     dominance: float = Field(2.0, ge=1.0, le=100.0)  # area ratio the largest face needs under "largest"
     min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; the scan never looks for smaller faces
     detect_max_side: int = Field(640, ge=64, le=8192)  # longest side of the grey copy the cascade scans
