@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`; make it the project's interpreter.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench clean-venv
+.PHONY: setup repro test check lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -22,6 +22,13 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Pipeline checks: params validate, dvc.yaml names only existing keys, the committed dvc.lock matches the code; then
+# a small-scale `dvc repro` in a temporary clone: clean `dvc status`, a no-op second repro, the metric gates of
+# .ci/gates.yaml, the report in headless Chromium, and `dvc exp run -S` re-running only what reads the param.
+check: setup
+	$(BIN)/python .ci/check.py
+	$(BIN)/python .ci/check.py smoke
 
 lint: setup
 	$(BIN)/ruff check pipeline stages tests bench

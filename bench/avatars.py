@@ -146,7 +146,7 @@ def scenario(n: int, latency_ms: float, workdir: Path, specs: list[traits.Avatar
             )
             start = time.perf_counter()
             report = crawl_avatars(cfg, SandboxParams(), progress=False)
-            return _row(f"{tag}: ours, concurrency {concurrency}{label}", time.perf_counter() - start, report.saved)
+            return _row(f"{tag}: ours, concurrency {concurrency}{label}", time.perf_counter() - start, report.kept)
 
         cold = ours(64, " (cold cache: server renders)")  # fills the server's cache for the rows below
         if not latency_ms:

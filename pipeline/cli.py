@@ -10,7 +10,7 @@ import typer
 from pipeline.core.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
 
 app = typer.Typer(
-    help="img2caricature: crawl faces and avatars, align, pack, train. Stages run via `dvc repro`.",
+    help="img2caricature: crawl faces and avatars, align and pack them; the same code as the DVC stages.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -26,10 +26,11 @@ align_app = typer.Typer(
 app.add_typer(align_app, name="align")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read.")]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-S", help="override a param, e.g. -S crawl.avatars.count=50 (repeatable)."),
-]
+
+
+def set_option(example: str) -> Any:
+    """The repeatable `-S key=value` option, with an example of a key that this command reads."""
+    return typer.Option(None, "--set", "-S", help=f"override a param, e.g. -S {example} (repeatable).")
 
 
 def _fail(message: str) -> None:
@@ -67,7 +68,7 @@ def with_overrides(path: Path, overrides: list[str] | None) -> Params:
 def sandbox_serve(
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port).")] = 8000,
     params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
+    set_: list[str] | None = set_option("sandbox.seed=1"),
     access_log: Annotated[bool, typer.Option(help="log every request.")] = False,
 ) -> None:
     """Serve the sandbox web on 127.0.0.1 until Ctrl-C. Try /avatar-builder-v3/assets in a browser."""
@@ -97,7 +98,9 @@ def sandbox_grid(
 
 
 @crawl_app.command("avatars")
-def crawl_avatars_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def crawl_avatars_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("crawl.avatars.count=50")
+) -> None:
     """Crawl avatars as the `crawl_avatars` stage does (resumable; writes the manifest and metrics)."""
     from stages import crawl_avatars
 
@@ -105,7 +108,9 @@ def crawl_avatars_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = N
 
 
 @crawl_app.command("faces")
-def crawl_faces_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def crawl_faces_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("crawl.faces.per_identity=20")
+) -> None:
     """Crawl face photos as the `crawl_faces` stage does (resumable; writes the manifest and metrics)."""
     from stages import crawl_faces
 
@@ -113,7 +118,7 @@ def crawl_faces_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = Non
 
 
 @align_app.command("run")
-def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("align.size=96")) -> None:
     """Align the crawled faces and avatars as the `align` stage does (resumable; writes manifests and metrics)."""
     from stages import align
 
@@ -121,7 +126,7 @@ def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None)
 
 
 @app.command("pack")
-def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: SetOption = None) -> None:
+def pack_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("pack.shard_size=50")) -> None:
     """Split and shard the aligned data as the `pack` stage does (writes shards, index.parquet and metrics)."""
     from stages import pack
 
@@ -134,7 +139,7 @@ def align_eval_cmd(
         "../shared/data/faces-landmarks"
     ),
     params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
+    set_: list[str] | None = set_option("align.eye_method=geometry"),
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
     rows: Annotated[Path | None, typer.Option(help="write one row per annotated face (.parquet or .csv).")] = None,
     subset: Annotated[str | None, typer.Option(help="score one subset only (lfw, voc).")] = None,
@@ -172,7 +177,7 @@ def align_check_cmd(
     sandbox: Annotated[bool, typer.Option(help="also render and align the sandbox ground-truth set.")] = True,
     stride: Annotated[int, typer.Option(min=1, help="compose every stride-th faces-dev photo.")] = 1,
     params: ParamsOption = DEFAULT_PARAMS,
-    set_: SetOption = None,
+    set_: list[str] | None = set_option("align.verify=false"),
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
 ) -> None:
     """Precision and recall of the align params where the truth is known (README's goal table)."""

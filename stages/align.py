@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pipeline.core.params import Params, load_params
-from pipeline.core.runner import run_stage, write_metrics
+from pipeline.core.runner import RunLog, run_stage, write_metrics
 from pipeline.faces.align_run import run_align
 
 
 def main(given: Params | None = None) -> None:
     """Run the stage with params.yaml, or with `given` params (the `i2c` commands pass their -S overrides)."""
+    run_log = RunLog("align")
 
     def body() -> None:
         params = given or load_params()
-        metrics = run_align(params, progress=sys.stderr.isatty())
-        write_metrics(params.align.metrics, metrics)
-        for kind, m in metrics.items():
+        run_log.path = Path(params.align.run_log)
+        report = run_align(params, progress=sys.stderr.isatty())
+        run_log.work.update(report.work())
+        write_metrics(params.align.metrics, report.metrics())
+        write_metrics(params.align.details, report.details())
+        for kind, domain in (("faces", report.faces), ("avatars", report.avatars)):
             print(
-                f"align {kind}: {m['aligned']}/{m['input']} aligned ({m['detection_rate']:.1%}); "
-                f"rejected {m['rejected_by_reason'] or 'none'}"
+                f"align {kind}: {domain.aligned}/{domain.input} aligned ({domain.work['reused']} reused, "
+                f"{domain.work['computed']} computed); rejected {domain.details()['rejected_by_reason'] or 'none'}"
             )
 
-    run_stage("align", body, expected=(FileNotFoundError,))
+    run_stage("align", body, expected=(FileNotFoundError,), run_log=run_log)
 
 
 if __name__ == "__main__":

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
+from pathlib import Path
 
 from pipeline.core.params import Params, load_params
-from pipeline.core.runner import run_stage, write_metrics
-from pipeline.dataset.shards import PackConfig, PackError, pack
+from pipeline.core.runner import RunLog, run_stage, write_metrics
+from pipeline.dataset.shards import PackError, pack, pack_inputs, pack_metrics
 
 
 def main(given: Params | None = None) -> None:
     """Run the stage with params.yaml, or with `given` params (the `i2c` commands pass their -S overrides)."""
+    run_log = RunLog("pack")
 
     def body() -> None:
         params = given or load_params()
         section = params.pack
-        inputs = {"aligned_dir": params.align.out_dir, "raw_faces_dir": params.crawl.faces.out_dir}
-        cfg = PackConfig(**{f.name: inputs.get(f.name) or getattr(section, f.name) for f in fields(PackConfig)})
-        metrics = pack(cfg, progress=sys.stderr.isatty())
-        write_metrics(section.metrics, metrics)
+        run_log.path = Path(section.run_log)
+        metrics = pack(section, pack_inputs(params), progress=sys.stderr.isatty())
+        write_metrics(section.metrics, pack_metrics(metrics))
+        write_metrics(section.details, metrics)
         print(
             f"pack: {metrics['identities']} identities ({metrics['identities_dropped']} dropped), faces "
             f"{metrics['faces_train']}/{metrics['faces_val']}/{metrics['faces_test']} train/val/test, "
-            f"{metrics['avatars_total']} avatars, {metrics['bytes'] / 1e6:.1f} MB in {cfg.out_dir}"
+            f"{metrics['avatars_total']} avatars, {metrics['bytes'] / 1e6:.1f} MB in {section.out_dir}"
         )
 
-    run_stage("pack", body, expected=(PackError,))
+    run_stage("pack", body, expected=(PackError,), run_log=run_log)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.core.params import FaultParams, SandboxParams
 from pipeline.sandbox.server import SandboxServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+
+# Bytecode, tool caches and the venv are the only things a test run may add to the checkout.
+_DEBRIS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache"}
+
+
+def _checkout_files() -> dict[str, tuple[int, int]]:
+    files = {}
+    for folder, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _DEBRIS and not d.endswith(".egg-info")]
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            files[os.path.relpath(os.path.join(folder, name), REPO)] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_untouched() -> Iterator[None]:
+    """Tests write only under tmp_path: the session fails if any file in the checkout appeared or changed."""
+    before = _checkout_files()
+    yield
+    after = _checkout_files()
+    touched = sorted(path for path in after.keys() | before.keys() if before.get(path) != after.get(path))
+    assert not touched, f"tests wrote into the checkout (write under tmp_path instead): {touched[:20]}"
 
 
 @pytest.fixture
@@ -36,3 +66,46 @@ def faces_dev() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared photo set not found at {path}")
     return path
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a command that must succeed; its output is in the failure message."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def make_clone(root: Path) -> dict[str, str]:
+    """The repository's tracked files (as in the working tree) committed into a fresh git repo at `root`."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(root)}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    run(["git", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "clone"], root, env)
+    return env
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A fresh git clone of the working tree's tracked files, and the environment to run DVC in it."""
+    root = tmp_path / "clone"
+    return root, make_clone(root)
+
+
+def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int = 16, **align: object) -> None:
+    """Cut the default params.yaml of a clone down to a pipeline that runs in seconds."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["crawl"]["avatars"]["count"] = avatars
+    faces = params["crawl"]["faces"]
+    faces.update(identities=faces["identities"][:identities], per_identity=per_identity, min_per_identity=5)
+    params["align"].update(align)
+    params["pack"].update(min_faces_per_identity=4, shard_size=16)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.params import AlignParams, Params, SandboxParams, parse_params
+from pipeline.core.params import AlignParams, Params, parse_params
 from pipeline.crawl.avatars import crawl_avatars
 from pipeline.crawl.faces import crawl_faces
 from pipeline.faces.align import align_face
@@ -41,6 +41,7 @@ def small_params(root: Path, workers: int = 2) -> Params:
             "metrics": str(root / "m/align.json"),
             "workers": workers,
             "chunk_size": 4,
+            "samples": str(root / "align_samples.png"),
         },
     }
     return parse_params(raw)
@@ -63,15 +64,15 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path, tmp_path: Path) -> None:
+def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path) -> None:
     params = small_params(crawled)
-    metrics = run_align(params, progress=False)
+    report = run_align(params, progress=False)
     aligned = crawled / "aligned"
     faces = pd.read_parquet(aligned / "faces.parquet")
     avatars = pd.read_parquet(aligned / "avatars.parquet")
     raw_ok = pd.read_parquet(crawled / "raw/faces.parquet").query("status == 'ok'")
-    assert len(faces) == len(raw_ok) == metrics["faces"]["input"]
-    assert metrics["faces"]["aligned"] == (faces.status == "ok").sum() > 0
+    assert len(faces) == len(raw_ok) == report.faces.input
+    assert report.faces.aligned == (faces.status == "ok").sum() > 0
     assert (faces.loc[faces.status != "ok", "reason"] != "").all()
     assert len(avatars) == 12 and (avatars.status == "ok").all() and (avatars.eye_method == "renderer").all()
     for frame, folder in ((faces, "faces"), (avatars, "avatars")):
@@ -82,12 +83,15 @@ def test_stage_aligns_both_domains_deterministically_and_resumes(crawled: Path, 
     assert ok["glasses"].notna().all() and ok["dhash"].str.len().eq(64).all()
 
     before = digest(aligned)
-    (aligned / "faces.parquet").unlink()  # as if killed before the manifest was written
-    for path in list(ok["path"])[:3]:
-        (aligned / "faces" / path).unlink()
+    for path in list(ok["path"])[:2]:
+        (aligned / "faces" / path).unlink()  # a crop deleted by hand is made again
+    (aligned / "faces" / ok["path"].iloc[2]).write_bytes(b"")  # so is one emptied by hand
     again = run_align(params, progress=False)
     assert digest(aligned) == before
-    assert again["faces"]["aligned"] == metrics["faces"]["aligned"]
+    assert again.faces.work == {"reused": report.faces.input - 3, "computed": 3, "pruned": 0}
+    (aligned / "faces.parquet").unlink()  # as if killed before the manifest was written: all made again, the same
+    assert run_align(params, progress=False).faces.work["computed"] == report.faces.input
+    assert digest(aligned) == before
 
 
 def test_corrupt_raw_photo_is_a_recorded_reject(crawled: Path, tmp_path: Path) -> None:
@@ -135,4 +139,16 @@ def test_bad_align_params_fail_with_the_dotted_key() -> None:
         parse_params({"align": {"left_eye": [0.7, 0.35], "right_eye": [0.3, 0.35]}})
     with pytest.raises(ParamsError, match=r"align.multiple_faces: Input should be .reject. or .largest."):
         parse_params({"align": {"multiple_faces": "all"}})
-    assert SandboxParams().host == "127.0.0.1"
+    # the sandbox serves only the loopback interface: another host is refused before anything binds
+    with pytest.raises(ParamsError, match=r"sandbox.host: Input should be '127.0.0.1' \(got '0.0.0.0'\)"):
+        parse_params({"sandbox": {"host": "0.0.0.0"}})
+
+
+def test_sample_sheet_spreads_over_identities() -> None:
+    from pipeline.faces.align_run import spread_sample
+
+    frame = pd.DataFrame({"identity": ["a"] * 30 + ["b"] * 3 + ["c"] * 1, "path": [f"{i:02d}.png" for i in range(34)]})
+    picked = spread_sample(frame, 6)
+    owner = dict(zip(frame["path"], frame["identity"], strict=True))
+    assert [owner[p] for p in picked] == ["a", "b", "c", "a", "b", "a"]
+    assert spread_sample(frame.drop(columns="identity"), 2) == ["00.png", "01.png"]  # avatars have no identity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,8 +47,8 @@ def check_manifest(cfg: CrawlAvatarsParams) -> pd.DataFrame:
     """Invariants every crawl must keep: one row per requested avatar, files for ok rows, no partial files."""
     frame = pd.read_parquet(cfg.manifest)
     assert len(frame) == cfg.count and frame["key"].is_unique
-    assert set(frame["status"]) <= {"ok", "failed"}
-    assert (frame.loc[frame.status == "failed", "reason"] != "").all()
+    assert set(frame["status"]) <= {"ok", "rejected"}
+    assert (frame.loc[frame.status == "rejected", "reason"] != "").all()
     saved = frame[frame.status == "ok"]
     out = Path(cfg.out_dir)
     files = {p for p in out.rglob("*") if p.is_file()}
@@ -62,14 +63,15 @@ def test_clean_crawl_saves_every_avatar_with_its_traits(tmp_path: Path, sandbox_
     server = sandbox_server()
     cfg = config(tmp_path, server.url)
     report = crawl_avatars(cfg, SandboxParams(), progress=False)
-    assert (report.requested, report.saved, report.failed, report.resumed) == (40, 40, 0, 0)
+    assert (len(report.rows), report.kept, report.rejected, report.work["reused"]) == (40, 40, 0, 0)
     frame = check_manifest(cfg)
     first = frame.iloc[0]
     for key in ("gender", "style", "hair", "glasses", "skin_tone"):
         assert f"{key}={first[key]}" in first["url"]
     assert set(frame["gender"]) == {1, 2} and set(frame["style"]) == {4, 5}
     assert manifest_params(Path(cfg.manifest))["crawl.avatars"]["count"] == 40
-    assert report.metrics()["avatars_per_s"] > 0
+    assert report.work["fetched"] == 40 and report.work["bytes_fetched"] > 40 * 1000
+    assert report.metrics() == {"avatars": {"kept": 40, "rejected": 0}}
 
 
 @pytest.mark.parametrize(
@@ -92,21 +94,27 @@ def test_every_fault_ends_saved_or_failed_with_its_reason(
     cfg = config(tmp_path, server.url, retries=2)
     report = crawl_avatars(cfg, SandboxParams(), progress=False)
     frame = check_manifest(cfg)
-    failed = frame[frame.status == "failed"]
+    failed = frame[frame.status == "rejected"]
     assert set(failed["reason"]) <= {reason}
-    assert report.saved + report.failed == 40 and report.failed == len(failed)
+    assert report.kept + report.rejected == 40 and report.rejected == len(failed)
     if reason.startswith("http_") or reason == "truncated":
-        assert report.saved >= 30 and frame["attempts"].max() > 1
+        assert report.kept >= 30 and frame["attempts"].max() > 1
     else:
-        assert 5 <= report.failed <= 35 and frame["attempts"].max() == 1
+        assert 5 <= report.rejected <= 35 and frame["attempts"].max() == 1
 
 
 def test_all_failing_exits_with_endpoint_and_reason(tmp_path: Path, sandbox_server: StartServer) -> None:
     server = sandbox_server(FaultParams(error_503=1.0, retry_after_s=0.0))
     cfg = config(tmp_path, server.url, count=10, retries=1)
-    with pytest.raises(CrawlError, match=rf"all 10 avatar requests to {server.url}.*most common reason: http_503"):
+    with pytest.raises(
+        CrawlError, match=rf"all 10 avatar requests to {server.url}.*most common reason: http_503 .10x., e.g. server"
+    ):
         crawl_avatars(cfg, SandboxParams(), progress=False)
-    assert len(pd.read_parquet(cfg.manifest)) == 10  # the failures are still recorded
+    # A failed run writes no manifest; its rows wait in the journal for the next run.
+    assert not Path(cfg.manifest).exists()
+    journal = [json.loads(line) for line in journal_path(Path(cfg.manifest)).read_text().splitlines()]
+    assert len(journal) == 10 and {r["reason"] for r in journal} == {"http_503"}
+    assert "unavailable" in journal[0]["detail"]  # the server's own words
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
@@ -121,10 +129,10 @@ def test_rerun_resumes_and_a_larger_count_extends(tmp_path: Path, sandbox_server
     crawl_avatars(cfg, SandboxParams(), progress=False)
     before = pd.read_parquet(cfg.manifest)
     again = crawl_avatars(cfg, SandboxParams(), progress=False)
-    assert (again.resumed, again.fetched) == (30, 0)
+    assert (again.work["reused"], again.work["fetched"]) == (30, 0)
     pd.testing.assert_frame_equal(before, pd.read_parquet(cfg.manifest))
     larger = crawl_avatars(cfg.model_copy(update={"count": 45}), SandboxParams(), progress=False)
-    assert (larger.resumed, larger.fetched, larger.saved) == (30, 15, 45)
+    assert (larger.work["reused"], larger.work["fetched"], larger.kept) == (30, 15, 45)
 
 
 def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
@@ -132,7 +140,7 @@ def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
 ) -> None:
     server = sandbox_server()
     cfg = config(tmp_path, server.url, count=30, concurrency=2)
-    real_write = crawler.atomic_write_bytes
+    real_write = crawler.write_content
     writes = {"n": 0}
 
     def filling_disk(path: Path, data: bytes) -> None:
@@ -141,13 +149,13 @@ def test_disk_full_stops_with_a_message_and_the_rerun_resumes(
             raise DiskFullError(28, f"no space left on the device while writing {path}")
         real_write(path, data)
 
-    monkeypatch.setattr(crawler, "atomic_write_bytes", filling_disk)
+    monkeypatch.setattr(crawler, "write_content", filling_disk)
     with pytest.raises(CrawlError, match=r"no space left on the device.*free some space and re-run"):
         crawl_avatars(cfg, SandboxParams(), progress=False)
     assert journal_path(Path(cfg.manifest)).exists()
-    monkeypatch.setattr(crawler, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(crawler, "write_content", real_write)
     report = crawl_avatars(cfg, SandboxParams(), progress=False)
-    assert report.resumed == 10 and report.saved == 30
+    assert report.work["reused"] == 10 and report.kept == 30
     check_manifest(cfg)
 
 
@@ -176,7 +184,7 @@ def test_kill_9_midway_then_resume(tmp_path: Path, sandbox_server: StartServer) 
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert f"({journaled} resumed)" in result.stdout or f"({journaled - 1} resumed)" in result.stdout
+    assert f"({journaled} reused" in result.stdout or f"({journaled - 1} reused" in result.stdout
     cfg = CrawlAvatarsParams(
         **{
             **params["crawl"]["avatars"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +44,10 @@ def config(tmp_path: Path, **overrides: object) -> CrawlFacesParams:
     return CrawlFacesParams(**fields)  # type: ignore[arg-type]
 
 
+def journal_rows(cfg: CrawlFacesParams) -> list[dict[str, object]]:
+    return [json.loads(line) for line in Path(cfg.manifest + ".journal").read_text().splitlines()]
+
+
 def check_manifest(cfg: CrawlFacesParams) -> pd.DataFrame:
     """Invariants of every face crawl: one row per candidate, a reason for every reject, files only for saved rows."""
     frame = pd.read_parquet(cfg.manifest)
@@ -68,8 +73,8 @@ def test_every_faces_dev_photo_arrives_once_under_its_identity(tmp_path: Path, f
         for d in faces_dev.iterdir()
         if d.is_dir()
     }
-    assert report.identities == 15 and report.rejected == 0
-    assert report.saved == sum(map(len, expected.values())) == 348
+    assert len(report.names) == 15 and len(report.rows) == report.kept
+    assert report.kept == sum(map(len, expected.values())) == 348
     for identity, shas in expected.items():
         rows = frame[frame.identity == identity]
         assert set(rows["sha256"]) == shas and len(rows) == len(shas)
@@ -83,15 +88,15 @@ def test_synthetic_identities_carry_traits_and_real_rejects(tmp_path: Path) -> N
     cfg = config(tmp_path, identities=("Avery Quinn", "Blake Moreno", "Casey Lindqvist"), per_identity=60)
     report = crawl_faces(cfg, SandboxParams(), progress=False)
     frame = check_manifest(cfg)
-    assert len(frame) == 180 and report.saved + report.rejected == 180
-    assert {"duplicate", "near_duplicate", "http_404"} <= set(report.rejected_by_reason)
+    assert len(frame) == 180 == len(report.rows)
+    assert {"duplicate", "near_duplicate", "http_404"} <= set(report.details()["rejected_by_reason"])
     for name, rows in frame.groupby("identity"):
         spec = identity_spec(safe_name(str(name)), 0)
         assert (rows["gender"] == spec.gender).all() and (rows["glasses"] == spec.trait_dict["glasses"]).all()
     kinds = frame["synthetic_kind"].value_counts()
     assert kinds["single"] > 150 and set(kinds.index) <= {"single", "no_face", "two_faces"}
     again = crawl_faces(cfg, SandboxParams(), progress=False)
-    assert again.resumed == report.saved and again.saved == report.saved
+    assert again.work["reused"] == report.kept and again.kept == report.kept
 
 
 @pytest.mark.parametrize("engine", ["bing", "google", "baidu", "flickr"])
@@ -103,7 +108,7 @@ def test_engine_wiring_against_a_server_speaking_its_format(
     cfg = config(tmp_path, source=engine, engine_url=server.url, per_identity=12)
     report = crawl_faces(cfg, SandboxParams(), progress=False)
     frame = check_manifest(cfg)
-    assert report.saved >= 16 and set(frame["source"]) == {engine}
+    assert report.kept >= 16 and set(frame["source"]) == {engine}
     assert frame["url"].str.startswith(server.url + "/photos/").all()
     assert sorted(frame.groupby("identity").size()) == [12, 12]
 
@@ -120,7 +125,7 @@ def test_faults_leave_one_row_per_candidate_with_reasons(tmp_path: Path) -> None
     report = crawl_faces(cfg, SandboxParams(faults=faults), progress=False)
     frame = check_manifest(cfg)
     assert len(frame) == 40
-    reasons = set(report.rejected_by_reason)
+    reasons = set(report.details()["rejected_by_reason"])
     assert {"wrong_content_type", "corrupt"} <= reasons
     assert reasons <= {
         "wrong_content_type",
@@ -151,8 +156,8 @@ def test_zero_result_identity_fails_naming_it_and_the_engine(tmp_path: Path, fac
     cfg = config(tmp_path, identities=("madonna", "Nobody Atall"), per_identity=5)
     with pytest.raises(FaceCrawlError, match=r"1 identities got no photo from sandbox .*'Nobody Atall'"):
         crawl_faces(cfg, SandboxParams(photos=str(faces_dev)), progress=False)
-    frame = pd.read_parquet(cfg.manifest)
-    assert (frame.identity == "madonna").sum() == 5
+    assert not Path(cfg.manifest).exists()  # a failed run writes no manifest; its rows wait in the journal
+    assert sum(row["identity"] == "madonna" for row in journal_rows(cfg)) == 5
 
 
 def test_unreachable_engine_points_to_the_sandbox(tmp_path: Path) -> None:
@@ -171,13 +176,14 @@ def test_url_list_and_folder_sources(tmp_path: Path, sandbox_server: StartServer
     cfg = config(tmp_path / "u", source="urls", urls_file=str(listing), identities=(), min_per_identity=0)
     with pytest.raises(FaceCrawlError, match="'Elton'"):
         crawl_faces(cfg, SandboxParams(), progress=False)
-    frame = pd.read_parquet(cfg.manifest)
-    assert list(frame["status"]) == ["failed", "ok", "ok", "ok"] and frame.iloc[0]["reason"] == "http_404"
+    rows = sorted(journal_rows(cfg), key=lambda r: r["rank"])
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "rejected"] and rows[3]["reason"] == "http_404"
+    assert rows[3]["detail"] == "server answered 404: no photo 0 of nope"  # the server's own words
     folder = config(
         tmp_path / "f", source="folder", folder=str(faces_dev), identities=("madonna", "elton_john"), per_identity=100
     )
     report = crawl_faces(folder, SandboxParams(), progress=False)
-    assert report.saved == 24 + 22 and set(pd.read_parquet(folder.manifest)["source"]) == {"folder"}
+    assert report.kept == 24 + 22 and set(pd.read_parquet(folder.manifest)["source"]) == {"folder"}
 
 
 def test_near_duplicate_hash_separates_resizes_from_different_photos(faces_dev: Path) -> None:
@@ -216,7 +222,7 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
     cfg = config(tmp_path, out_dir=str(tmp_path / "data/raw/faces"), manifest=str(tmp_path / "data/raw/faces.parquet"))
     frame = check_manifest(cfg)
     assert len(frame) == 180
-    resumed = int(result.stdout.split("(")[1].split(" resumed")[0])
+    resumed = int(result.stdout.split("(")[1].split(" reused")[0])
     assert resumed >= journaled * 0.8  # saved rows resume; journaled rejects are fetched again
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.distributed as dist
@@ -119,6 +120,24 @@ def test_a_damaged_shard_is_named_with_the_fix(shards: Path, damage: str) -> Non
         ShardDataset(shards, "train")
     assert ("corrupt" if damage == "flip" else "truncated") in str(error.value)
     ShardDataset(shards, "test")  # the other split's shards are fine
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_damaged_index_is_named_with_the_fix(shards: Path, damage: str) -> None:
+    index = shards / "index.parquet"
+    data = bytearray(index.read_bytes())
+    if damage == "flip":  # the last bytes of the `offset` column's pages: the numbers that locate every image
+        parquet = pq.ParquetFile(index)
+        column = parquet.metadata.row_group(0).column(parquet.schema_arrow.get_field_index("offset"))
+        end = column.data_page_offset + column.total_compressed_size
+        data[end - 4 : end] = bytes(b ^ 0xFF for b in data[end - 4 : end])
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray(b"not a parquet file")
+    index.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"index\.parquet is unreadable .*re-run `dvc repro pack`"):
+        ShardDataset(shards, "train")
 
 
 def _ddp_rank(rank: int, world: int, port: int, root: str, out: str) -> None:

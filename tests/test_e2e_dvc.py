@@ -1,86 +1,108 @@
-"""End to end: the real `dvc repro` of the data stages in a temporary clone, at small scale."""
+"""End to end: the real `dvc repro` / `dvc exp run` of the data stages in temporary clones, at small scale."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import cv2
 import pandas as pd
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from conftest import BIN, make_clone, run, shrink
 
 pytestmark = pytest.mark.slow
+DVC = str(BIN / "dvc")
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
+def load(root: Path, path: str) -> dict:
+    return json.loads((root / path).read_text())
 
 
-@pytest.fixture
-def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """The repository's tracked files (as in the working tree) committed into a fresh git repo."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    root = tmp_path / "clone"
-    for name in filter(None, files.decode().split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(root)}
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    run(["git", "init", "-q"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "clone"], root, env)
-    return root, env
+def outputs(root: Path) -> dict[str, str]:
+    """sha256 of every file the pipeline leaves, but run logs (they describe the run, not the result) and the report
+    page (it names the commit and experiment it compares with)."""
+    files = [*(root / "data").rglob("*"), *(root / "metrics").rglob("*"), *(root / "reports").rglob("*")]
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(files)
+        if p.is_file() and "runs" not in p.relative_to(root).parts and p.name != "index.html"
+    }
 
 
-def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int = 16) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["crawl"]["avatars"]["count"] = avatars
-    faces = params["crawl"]["faces"]
-    faces.update(identities=faces["identities"][:identities], per_identity=per_identity, min_per_identity=5)
-    params["pack"].update(min_faces_per_identity=4, shard_size=16)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]]) -> None:
+def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     root, env = clone
     shrink(root, avatars=24)
-    dvc = str(BIN / "dvc")
-    run([dvc, "repro"], root, env)
-    faces = json.loads((root / "metrics/crawl_faces.json").read_text())
-    assert faces["identities"] == 3 and faces["candidates"] == 48 and faces["saved"] >= 40
+    run([DVC, "repro"], root, env)
+    faces = load(root, "metrics/crawl_faces.json")
+    assert faces["identities"] == 3 and faces["faces"]["kept"] >= 40
+    assert load(root, "reports/details/crawl_faces.json")["candidates"] == 48
     frame = pd.read_parquet(root / "data/raw/faces.parquet")
     assert len(frame) == 48 and frame["synthetic"].all()
-    align = json.loads((root / "metrics/align.json").read_text())
-    assert align["avatars"]["aligned"] == 24 and align["faces"]["input"] == faces["saved"]
-    pack = json.loads((root / "metrics/pack.json").read_text())
-    assert pack["identities"] == 3 and pack["avatars_total"] == 24
+    align = load(root, "metrics/align.json")
+    assert align["avatars"] == {"kept": 24, "rejected": 0} and 0.5 < align["truth"] <= 1
+    assert load(root, "reports/details/align.json")["faces"]["input"] == faces["faces"]["kept"]
+    pack = load(root, "metrics/pack.json")
+    assert pack["identities"] == 3 and pack["avatars"]["kept"] == 24
     index = pd.read_parquet(root / "data/shards/faces/index.parquet")
-    assert len(index) == pack["faces_train"] + pack["faces_val"] + pack["faces_test"] == align["faces"]["aligned"]
-    metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())
-    assert metrics["requested"] == metrics["saved"] == 24 and metrics["failed"] == 0
+    assert len(index) == pack["faces"]["kept"] == align["faces"]["kept"]
+    assert load(root, "metrics/crawl_avatars.json") == {"avatars": {"kept": 24, "rejected": 0}}
     frame = pd.read_parquet(root / "data/raw/avatars.parquet")
     assert len(frame) == 24 and (frame.status == "ok").all()
     assert frame["url"].str.startswith("sandbox:/avatar-builder-v3/preview/head?").all()
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["crawl_avatars"]["params"]["params.yaml"]["crawl.avatars"]["count"] == 24
-    second = run([dvc, "repro"], root, env)
+    second = run([DVC, "repro"], root, env)
     assert "didn't change" in second.stdout or "up to date" in second.stdout
-    shrink(root, avatars=30)  # a params change re-runs the stage, which resumes from its persisted outputs
-    run([dvc, "repro", "crawl_avatars"], root, env)
-    metrics = json.loads((root / "metrics/crawl_avatars.json").read_text())
-    assert (metrics["resumed"], metrics["fetched"], metrics["saved"]) == (24, 6, 30)
-    shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
-    assert shown[""]["data"]["metrics/crawl_avatars.json"]["data"]["saved"] == 30
+    # A sandbox key only the face crawl reads leaves the avatar crawl (and its descendants' reason) untouched.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sandbox"]["photos_per_identity"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = json.loads(run([DVC, "status", "--json"], root, env).stdout)
+    assert "crawl_faces" in changed and "crawl_avatars" not in changed, changed
+    params["sandbox"]["photos_per_identity"] -= 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # The data stages share a few names, so their metrics are one narrow table (stages x faces/avatars).
+    data_metrics = [f"metrics/{stage}.json" for stage in ("crawl_faces", "crawl_avatars", "align", "pack")]
+    header = run([DVC, "metrics", "show", *data_metrics], root, env).stdout.splitlines()[0].split()
+    assert sorted(header[1:]) == [
+        "avatars.kept", "avatars.rejected", "faces.kept", "faces.rejected", "faces.test", "faces.val", "identities",
+        "truth",
+    ]  # fmt: skip
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "default run"], root, env)
+
+    # A params change re-runs the stage, which resumes from its persisted outputs; metrics describe the dataset.
+    run([DVC, "exp", "run", "-S", "crawl.avatars.count=30"], root, env)
+    assert load(root, "reports/runs/crawl_avatars.json")["reused"] == 24
+    assert load(root, "reports/runs/crawl_avatars.json")["fetched"] == 6
+    diff = json.loads(run([DVC, "metrics", "diff", "--json"], root, env).stdout)
+    changed = {(path, key) for path, metrics in diff.items() for key, change in metrics.items() if change.get("diff")}
+    stages = ("crawl_avatars", "align", "pack")
+    expected = {(f"metrics/{stage}.json", "avatars.kept") for stage in stages}
+    if "metrics/summary.json" in diff:  # the report's flat copy of every stage's metrics
+        expected |= {("metrics/summary.json", f"{stage}.avatars.kept") for stage in stages}
+    assert changed == expected
+    assert diff["metrics/crawl_avatars.json"]["avatars.kept"] == {"old": 24, "new": 30, "diff": 6}
+
+    # A changed align param recomputes every crop; the result equals a clean run with that value.
+    run([DVC, "exp", "run", "-S", "align.size=96"], root, env)
+    crops = list((root / "data/aligned").rglob("*.png"))
+    assert crops and {cv2.imread(str(p)).shape for p in crops} == {(96, 96, 3)}
+    assert load(root, "reports/runs/align.json")["faces"]["reused"] == 0
+    fresh = tmp_path / "fresh"
+    fresh_env = make_clone(fresh)
+    shrink(fresh, avatars=30, size=96)
+    run([DVC, "repro"], fresh, fresh_env)
+    assert outputs(root) == outputs(fresh)
+
+    # A stage that fails (here: its params check) keeps the last good metrics and says which key to fix.
+    before = (root / "metrics/pack.json").read_bytes()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pack"]["shard_size"] = 0
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = subprocess.run([DVC, "repro", "pack"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0 and "pack.shard_size" in failed.stdout + failed.stderr
+    assert (root / "metrics/pack.json").read_bytes() == before

@@ -18,10 +18,11 @@ def shipped() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def test_shipped_params_validate_and_match_defaults() -> None:
-    params = load_params(REPO / "params.yaml")
-    assert params.crawl.avatars.endpoint == "sandbox"
-    assert params.sandbox.faults.rates and not any(params.sandbox.faults.rates.values())
+def test_shipped_params_equal_the_code_defaults() -> None:
+    """params.yaml shows every default the code has: a user reading it sees what an omitted key means."""
+    shipped_params = load_params(REPO / "params.yaml").model_dump(mode="json")
+    code_defaults = parse_params({}).model_dump(mode="json")
+    assert shipped_params == code_defaults
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,8 @@ def test_bad_value_names_dotted_key(path: tuple[str, ...], value: object, expect
     with pytest.raises(ParamsError) as info:
         parse_params(raw)
     assert expected in str(info.value)
-    assert repr(value) in str(info.value) or "unknown key" in str(info.value) or isinstance(value, list)
+    bad = value[0] if isinstance(value, list) else value  # a list is reported by its first bad element
+    assert f"(got {bad!r})" in str(info.value) or "unknown key" in str(info.value)
 
 
 def test_fault_rates_must_be_exclusive() -> None:
@@ -96,3 +98,20 @@ def test_cli_set_overrides_are_validated_like_params_yaml() -> None:
     assert "crawl.avatars.count: Input should be greater than or equal to 1 (got 0)" in result.output
     result = CliRunner().invoke(app, ["pack", "--params", str(REPO / "params.yaml"), "-S", "pack.shard_size"])
     assert result.exit_code == 1 and "expected KEY=VALUE" in result.output
+
+
+@pytest.mark.parametrize("section", [("crawl", "faces"), ("pack",)])
+def test_near_duplicate_distance_has_one_bound_everywhere(section: tuple[str, ...]) -> None:
+    """Both sections compare the same 256-bit dHash, so both accept 0..256 and nothing else."""
+
+    def with_distance(value: int) -> dict:
+        raw = shipped()
+        node = raw
+        for part in section:
+            node = node[part]
+        node["near_duplicate_distance"] = value
+        return raw
+
+    assert parse_params(with_distance(256))
+    with pytest.raises(ParamsError, match=rf"{'.'.join(section)}.near_duplicate_distance: .*equal to 256 \(got 257\)"):
+        parse_params(with_distance(257))

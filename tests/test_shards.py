@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.crawl.face_store import TRAIT_COLUMNS, hamming
-from pipeline.dataset.shards import PackConfig, PackError, letterbox, pack, read_labels
+from pipeline.core.params import PackParams
+from pipeline.core.schema import TRAIT_COLUMNS
+from pipeline.crawl.face_store import hamming
+from pipeline.dataset.shards import PackError, PackInputs, letterbox, pack, read_labels
 
 IDENTITIES = {"Ann Lee": 12, "Bob Ray": 10, "Cy Few": 3}
 
@@ -25,7 +28,16 @@ def _flip_bits(hex_hash: str, bits: int) -> str:
     return f"{int(hex_hash, 16) ^ ((1 << bits) - 1):064x}"
 
 
-def make_aligned(root: Path, seed: int = 0) -> PackConfig:
+class Packing(NamedTuple):
+    params: PackParams
+    inputs: PackInputs
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.params.out_dir)
+
+
+def make_aligned(root: Path, seed: int = 0) -> Packing:
     """A small align-stage output: faces (one identity too small, near-duplicates, a shared photo) and avatars."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -77,29 +89,28 @@ def make_aligned(root: Path, seed: int = 0) -> PackConfig:
             }
         )
     pd.DataFrame(avatars).to_parquet(root / "aligned" / "avatars.parquet")
-    return PackConfig(
-        aligned_dir=root / "aligned",
-        raw_faces_dir=root / "raw",
-        out_dir=root / "shards",
+    params = PackParams(
+        out_dir=str(root / "shards"),
         shard_size=4,
         photo_size=64,
         val_fraction=0.2,
         test_fraction=0.2,
         min_faces_per_identity=5,
     )
+    return Packing(params, PackInputs(root / "aligned", root / "raw"))
 
 
 @pytest.fixture
-def packed(tmp_path: Path) -> tuple[PackConfig, dict]:
+def packed(tmp_path: Path) -> tuple[Packing, dict]:
     cfg = make_aligned(tmp_path)
-    return cfg, pack(cfg)
+    return cfg, pack(*cfg)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_pack_writes_shards_index_labels_and_metrics(packed: tuple[PackConfig, dict]) -> None:
+def test_pack_writes_shards_index_labels_and_metrics(packed: tuple[Packing, dict]) -> None:
     cfg, metrics = packed
     faces = pd.read_parquet(cfg.out_dir / "faces" / "index.parquet")
     assert len(faces) == 22 and set(faces["identity"]) == {"Ann Lee", "Bob Ray"}
@@ -107,8 +118,8 @@ def test_pack_writes_shards_index_labels_and_metrics(packed: tuple[PackConfig, d
     assert json.loads((cfg.out_dir / "labels.json").read_text())["dropped"]["Cy Few"].startswith("3 aligned faces")
     for _, row in faces.iterrows():
         shard = np.load(cfg.out_dir / "faces" / row["shard"], mmap_mode="r")
-        assert shard.dtype == np.uint8 and shard.shape[1:] == (152, 152, 3) and len(shard) <= cfg.shard_size
-        crop = cv2.cvtColor(cv2.imread(str(cfg.aligned_dir / row["source"])), cv2.COLOR_BGR2RGB)
+        assert shard.dtype == np.uint8 and shard.shape[1:] == (152, 152, 3) and len(shard) <= cfg.params.shard_size
+        crop = cv2.cvtColor(cv2.imread(str(cfg.inputs.aligned_dir / row["source"])), cv2.COLOR_BGR2RGB)
         assert np.array_equal(shard[row["offset"]], crop)
         assert row["label"] == {"Ann Lee": 0, "Bob Ray": 1}[row["identity"]]
     assert faces["gender"].dtype == "Int64"
@@ -122,25 +133,24 @@ def test_pack_writes_shards_index_labels_and_metrics(packed: tuple[PackConfig, d
     assert set(avatars["split"]) == {"train", "val", "test"} and (avatars["label"] == -1).all()
 
 
-def test_no_photo_lands_in_two_splits(packed: tuple[PackConfig, dict]) -> None:
+def test_no_photo_lands_in_two_splits(packed: tuple[Packing, dict]) -> None:
     cfg, _ = packed
     faces = pd.read_parquet(cfg.out_dir / "faces" / "index.parquet")
     for i, a in faces.iterrows():
         for _, b in faces.iloc[i + 1 :].iterrows():
             if a["split"] != b["split"]:
                 assert a["sha256"] != b["sha256"]
-                assert hamming(a["dhash"], b["dhash"]) > cfg.near_duplicate_distance
+                assert hamming(a["dhash"], b["dhash"]) > cfg.params.near_duplicate_distance
     per_identity = faces.groupby("identity")["split"].value_counts().unstack()
     assert (per_identity > 0).all().all()  # stratified: every identity in every split
 
 
-def test_repack_is_byte_identical_and_prunes_stale_shards(packed: tuple[PackConfig, dict]) -> None:
+def test_repack_is_byte_identical_and_prunes_stale_shards(packed: tuple[Packing, dict]) -> None:
     cfg, metrics = packed
     before = _snapshot(cfg.out_dir)
-    assert pack(cfg) == metrics
+    assert pack(*cfg) == metrics
     assert _snapshot(cfg.out_dir) == before
-    bigger = PackConfig(**{**cfg.__dict__, "shard_size": 100})
-    pack(bigger)
+    pack(cfg.params.model_copy(update={"shard_size": 100}), cfg.inputs)
     assert sorted(p.name for p in (cfg.out_dir / "faces").iterdir()) == [
         "index.parquet",
         "test-00000.npy",
@@ -149,15 +159,15 @@ def test_repack_is_byte_identical_and_prunes_stale_shards(packed: tuple[PackConf
     ]
 
 
-def test_photos_hold_letterboxed_raw_photos_with_boxes_in_shard_pixels(packed: tuple[PackConfig, dict]) -> None:
+def test_photos_hold_letterboxed_raw_photos_with_boxes_in_shard_pixels(packed: tuple[Packing, dict]) -> None:
     cfg, _ = packed
     photos = pd.read_parquet(cfg.out_dir / "photos" / "index.parquet")
     faces = pd.read_parquet(cfg.out_dir / "faces" / "index.parquet")
     assert list(photos["sha256"]) == list(faces["sha256"])  # same samples, same order
-    source = pd.read_parquet(cfg.aligned_dir / "faces.parquet").set_index("source_sha256")
+    source = pd.read_parquet(cfg.inputs.aligned_dir / "faces.parquet").set_index("source_sha256")
     row = photos.iloc[0]
-    raw = cv2.cvtColor(cv2.imread(str(cfg.raw_faces_dir / row["source"])), cv2.COLOR_BGR2RGB)
-    expected, fit = letterbox(raw, cfg.photo_size)
+    raw = cv2.cvtColor(cv2.imread(str(cfg.inputs.raw_faces_dir / row["source"])), cv2.COLOR_BGR2RGB)
+    expected, fit = letterbox(raw, cfg.params.photo_size)
     assert np.array_equal(np.load(cfg.out_dir / "photos" / row["shard"])[row["offset"]], expected)
     raw_box = source.loc[row["sha256"], ["box_x", "box_y", "box_w", "box_h"]].astype(float)
     assert np.allclose(row[["box_x", "box_y", "box_w", "box_h"]].astype(float), fit.box(*raw_box))
@@ -177,21 +187,19 @@ def test_letterbox_maps_a_known_box() -> None:
 
 def test_missing_inputs_say_which_stage_to_run(tmp_path: Path) -> None:
     with pytest.raises(PackError, match=r"faces.parquet not found; run `dvc repro align`"):
-        pack(PackConfig(aligned_dir=tmp_path / "nothing", out_dir=tmp_path / "out"))
-    with pytest.raises(ValueError, match="test_fraction"):
-        PackConfig(val_fraction=0.5, test_fraction=0.5)
+        pack(PackParams(out_dir=str(tmp_path / "out")), PackInputs(tmp_path / "nothing", tmp_path / "raw"))
 
 
 def test_stage_main_packs_and_writes_flat_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dataclasses
-
     from pipeline.core.params import parse_params
     from stages import pack as stage
 
     cfg = make_aligned(tmp_path)
-    section = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    aligned, raw = section.pop("aligned_dir"), section.pop("raw_faces_dir")
+    section = cfg.params.model_dump(mode="json")
+    aligned, raw = str(cfg.inputs.aligned_dir), str(cfg.inputs.raw_faces_dir)
     section["metrics"] = str(tmp_path / "metrics" / "pack.json")
+    section["details"] = str(tmp_path / "reports" / "details.json")
+    section["run_log"] = str(tmp_path / "reports" / "run.json")
 
     def params(aligned_dir: str) -> object:
         return parse_params({"align": {"out_dir": aligned_dir}, "crawl": {"faces": {"out_dir": raw}}, "pack": section})
@@ -199,8 +207,15 @@ def test_stage_main_packs_and_writes_flat_metrics(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(stage, "load_params", lambda: params(aligned))
     stage.main()
     metrics = json.loads((tmp_path / "metrics" / "pack.json").read_text())
-    assert metrics["identities"] == 2 and all(isinstance(v, int | float) for v in metrics.values())
+    # few numbers describing the shards: 22 faces of the 2 kept identities (+1 listed twice), 3 of a dropped one
+    details = json.loads((tmp_path / "reports" / "details.json").read_text())
+    assert details["faces_train"] + details["faces_val"] + details["faces_test"] == 22
+    faces = {"kept": 22, "rejected": 4, "val": details["faces_val"], "test": details["faces_test"]}
+    assert metrics == {"faces": faces, "avatars": {"kept": 15, "rejected": 0}, "identities": 2}
+    assert json.loads((tmp_path / "reports" / "run.json").read_text())["status"] == "ok"
     monkeypatch.setattr(stage, "load_params", lambda: params(str(tmp_path / "missing")))
     with pytest.raises(SystemExit) as exit_info:
         stage.main()
     assert exit_info.value.code == 1
+    run_log = json.loads((tmp_path / "reports" / "run.json").read_text())
+    assert run_log["status"] == "failed" and "run `dvc repro align` first" in run_log["message"]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+
+# Bits of the 256-bit dHash within which two photos count as the same photo: one bound, used by every section.
+DhashDistance = Annotated[int, Field(ge=0, le=256)]
 
 
 class ParamsError(ValueError):
@@ -82,6 +86,8 @@ class CrawlAvatarsParams(FetchParams):
     out_dir: str = "data/raw/avatars"
     manifest: str = "data/raw/avatars.parquet"
     metrics: str = "metrics/crawl_avatars.json"
+    details: str = "reports/details/crawl_avatars.json"  # reject reasons
+    run_log: str = "reports/runs/crawl_avatars.json"  # this run's work and timings (not a DVC output)
 
     @field_validator("endpoint")
     @classmethod
@@ -127,7 +133,7 @@ class CrawlFacesParams(FetchParams):
     per_identity: int = Field(40, ge=1, le=1000)  # search results (candidates) considered per identity
     min_per_identity: int = Field(20, ge=0, le=1000)
     min_size: int = Field(64, ge=1, le=10_000)
-    near_duplicate_distance: int = Field(8, ge=0, le=64)  # of the 256-bit dHash
+    near_duplicate_distance: DhashDistance = 8  # closer photos of one identity are near-duplicates
     engine_url: str | None = None  # base URL for bing/google/baidu/flickr; None = the engine's real host
     urls_file: str | None = None  # source urls: lines of `identity,url`
     folder: str | None = None  # source folder: <identity>/<images>
@@ -135,6 +141,8 @@ class CrawlFacesParams(FetchParams):
     out_dir: str = "data/raw/faces"
     manifest: str = "data/raw/faces.parquet"
     metrics: str = "metrics/crawl_faces.json"
+    details: str = "reports/details/crawl_faces.json"  # reject reasons, photos per identity, search errors
+    run_log: str = "reports/runs/crawl_faces.json"  # this run's work and timings (not a DVC output)
 
     @model_validator(mode="after")
     def _source_inputs(self) -> CrawlFacesParams:
@@ -188,6 +196,8 @@ class AlignParams(_Section):
     chunk_size: int = Field(16, ge=1, le=10_000)
     out_dir: str = "data/aligned"
     metrics: str = "metrics/align.json"
+    details: str = "reports/details/align.json"  # reject reasons, ground truth by kind, crops per identity
+    run_log: str = "reports/runs/align.json"  # this run's work and timings (not a DVC output)
     samples: str = "reports/align_samples.png"  # aligned faces over aligned avatars, template eyes marked
 
     @model_validator(mode="after")
@@ -210,12 +220,14 @@ class PackParams(_Section):
 
     out_dir: str = "data/shards"
     metrics: str = "metrics/pack.json"
+    details: str = "reports/details/pack.json"  # split sizes, shards, bytes, dropped identities
+    run_log: str = "reports/runs/pack.json"  # this run's work and timings (not a DVC output)
     shard_size: int = Field(100, ge=1, le=100_000)  # samples per shard (the paper's batches of 100)
     photo_size: int = Field(256, ge=32, le=4096)  # side of the letterboxed raw photos for CAM
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
-    near_duplicate_distance: int = Field(8, ge=0, le=256)  # dHash bits; closer photos never straddle splits
+    near_duplicate_distance: DhashDistance = 8  # closer photos never straddle two splits
     min_faces_per_identity: int = Field(10, ge=1, le=100_000)  # fewer aligned faces: identity dropped, reported
     workers: int = Field(2, ge=1, le=256)  # image decode threads
 
@@ -229,6 +241,15 @@ class PackParams(_Section):
         return self
 
 
+class ReportParams(_Section):
+    """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
+
+    out: str = "reports/index.html"  # one self-contained page: images inlined, opens offline
+    summary: str = "metrics/summary.json"  # every stage's metrics in one flat {stage.key: number} file
+    baseline: str = "HEAD"  # the git revision whose metrics and params stand beside the current ones
+    samples: int = Field(24, ge=1, le=256)  # tiles per sample sheet (raw photos, raw avatars, rejects per reason)
+
+
 class Params(_Section):
     """The whole params.yaml. Sections are added as their stages land."""
 
@@ -236,6 +257,7 @@ class Params(_Section):
     crawl: CrawlParams = CrawlParams()
     align: AlignParams = AlignParams()
     pack: PackParams = PackParams()
+    report: ReportParams = ReportParams()
 
 
 def _describe(error: dict[str, Any]) -> str:

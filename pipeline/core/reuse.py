@@ -73,11 +73,26 @@ def module_sources(module: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
+def file_sources(path: Path) -> tuple[Path, ...]:
+    """The `pipeline/` source files that a script outside the package (a stage entry point) imports, transitively."""
+    found: set[Path] = set()
+    for name in _imported_modules(path, "__main__"):
+        found.update(module_sources(name))
+    return tuple(sorted(found))
+
+
+# Sources that never shape a result by themselves: params.py only validates, and what it yields is in every key
+# as resolved values; runner.py turns errors into messages and writes the run log. Leaving them out keeps a new
+# params section or a reworded message from recomputing every earlier result.
+NOT_SHAPING = ("core/params.py", "core/runner.py")
+
+
 @cache
 def code_version(*modules: str) -> str:
     """A short hash of every source file the given modules import: editing any of them changes it."""
     digest = hashlib.sha256()
-    for path in sorted({p for module in modules for p in module_sources(module)}):
+    sources = {p for module in modules for p in module_sources(module)}
+    for path in sorted(p for p in sources if p.relative_to(PACKAGE_ROOT).as_posix() not in NOT_SHAPING):
         digest.update(path.relative_to(PACKAGE_ROOT.parent).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.params import ParamsError
-from pipeline.core.storage import atomic_write_json
-
-log = logging.getLogger("img2caricature")
+from pipeline.core.storage import DiskFullError, atomic_write_json
 
 
 class StageError(RuntimeError):
@@ -23,16 +25,64 @@ def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
     atomic_write_json(Path(path), metrics)
 
 
-def run_stage(name: str, body: Callable[[], None], expected: tuple[type[BaseException], ...] = ()) -> None:
-    """Run a stage body; known failures exit 1 with a one-paragraph message instead of a traceback."""
+@dataclass
+class RunLog:
+    """What one run of a stage did and how long it took: work counts, timings, and why it failed.
+
+    Metrics describe the stage's output; this describes the run, so a resumed run and a fresh one that leave the
+    same output differ only here. It is written after every run, failed or not, to `path` (set once params are
+    loaded). It is not a DVC output: its timings would change `dvc.lock` on every run.
+    """
+
+    stage: str
+    path: Path | None = None
+    work: dict[str, Any] = field(default_factory=dict)
+    _started: float = field(default_factory=time.perf_counter)
+    _cpu_started: float = field(default_factory=lambda: _cpu_seconds())
+
+    def write(self, status: str, message: str = "") -> None:
+        if self.path is None:
+            return
+        payload = {
+            "stage": self.stage,
+            "status": status,
+            "message": message,
+            "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_s": round(time.perf_counter() - self._started, 3),
+            "cpu_s": round(_cpu_seconds() - self._cpu_started, 3),  # worker processes included
+            **self.work,
+        }
+        atomic_write_json(self.path, payload)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of the children it has waited for (align's process pool)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def run_stage(
+    name: str,
+    body: Callable[[], None],
+    expected: tuple[type[BaseException], ...] = (),
+    run_log: RunLog | None = None,
+) -> None:
+    """Run a stage body; known failures (and a full disk) exit 1 with a one-paragraph message, not a traceback.
+
+    The run log, when given, is written whatever happens: `ok`, `failed` with the message, or `interrupted`.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("icrawler", "feeder", "parser", "downloader"):  # icrawler logs every page; our report says it once
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    run_log = run_log or RunLog(name)
     try:
         body()
-    except (ParamsError, StageError, *expected) as exc:
+    except (ParamsError, StageError, DiskFullError, *expected) as exc:
+        run_log.write("failed", str(exc))
         print(f"\n[{name}] failed: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        run_log.write("interrupted", "stopped by Ctrl-C")
         print(f"\n[{name}] interrupted; re-run to resume where it stopped", file=sys.stderr)
         sys.exit(130)
+    run_log.write("ok")

@@ -23,7 +23,7 @@ class DiskFullError(OSError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and a rename, so readers never see half a file.
+    """Write `data` to `path` via a temp file in the same folder, fsync and a rename: readers never see half a file.
 
     Raises:
         DiskFullError: when the device has no space left (the temp file is removed).
@@ -42,6 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            os.fsync(fd)  # the bytes reach the disk before the name does: a power cut never leaves an empty file
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -50,6 +51,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(exc.errno, f"no space left on the device while writing {path}") from exc
         raise
+
+
+def write_content(path: Path, data: bytes) -> None:
+    """Write a content-addressed file unless it already holds exactly `data` (a file emptied or torn by hand, or
+    by a power cut, is written again)."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

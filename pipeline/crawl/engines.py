@@ -11,6 +11,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -18,6 +19,8 @@ from icrawler import Feeder, Parser
 from icrawler.builtin.baidu import BaiduParser
 from icrawler.builtin.bing import BingParser
 from icrawler.builtin.google import GoogleParser
+
+from pipeline.crawl.fetch import excerpt
 
 REAL_HOSTS = {
     "bing": "https://www.bing.com",
@@ -27,24 +30,72 @@ REAL_HOSTS = {
 }
 
 
+@dataclass(frozen=True)
+class PageProblem:
+    """A search result page that gave no usable answer, in the engine's own words."""
+
+    identity: str
+    url: str
+    reason: str  # search_unreachable | search_error | search_unparsed (schema.REASONS)
+    words: str
+
+
+class SearchError(Exception):
+    """A search page that answered with an error document (Flickr's `stat: fail`); the message is its words."""
+
+
 class PageStats:
-    """Thread-safe counts of result pages fetched and image URLs found, per identity."""
+    """Thread-safe record of the search pages: answered, their candidates, and the ones that gave nothing usable."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pages: Counter[str] = Counter()
+        self.pages: Counter[str] = Counter()  # answered and parsed pages per identity
         self.candidates: Counter[str] = Counter()
-        self.errors: dict[str, str] = {}
+        self.no_results: dict[str, str] = {}  # identity -> what its first page without a single result said
         self.emitted: list[tuple[str, str, int]] = []  # every (identity, url, rank) handed to the downloader
+        self._problems: dict[str, PageProblem] = {}  # by page URL; a later answer to the same URL clears it
 
-    def fail(self, identity: str, error: str) -> None:
+    def problem(self, problem: PageProblem) -> None:
         with self.lock:
-            self.errors[identity] = error
+            self._problems[problem.url] = problem
 
-    def add(self, identity: str, found: int) -> None:
+    def add(self, identity: str, url: str, found: int, said: str) -> None:
         with self.lock:
+            self._problems.pop(url, None)
             self.pages[identity] += 1
             self.candidates[identity] += found
+            if not found:
+                self.no_results.setdefault(identity, said)
+
+    @property
+    def problems(self) -> list[PageProblem]:
+        """Pages that never gave a usable answer, in identity and URL order."""
+        with self.lock:
+            return sorted(self._problems.values(), key=lambda p: (p.identity, p.url))
+
+    @property
+    def answered(self) -> int:
+        """Pages that answered at all, usable or not."""
+        with self.lock:
+            return sum(self.pages.values()) + sum(p.reason != "search_unreachable" for p in self._problems.values())
+
+
+class _RecordingSession:
+    """The parser's requests.Session, noting every page request that got no answer at all."""
+
+    def __init__(self, session: Any, stats: PageStats, engine: str) -> None:
+        self._session, self._stats, self._engine = session, stats, engine
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        try:
+            return self._session.get(url, **kwargs)
+        except Exception as exc:  # icrawler's loop retries and logs; the reason must survive for the report
+            identity = page_identity(self._engine, url)
+            self._stats.problem(PageProblem(identity, url, "search_unreachable", f"{type(exc).__name__}: {exc}"))
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 def page_urls(engine: str, base_url: str, identity: str, count: int, api_key: str = "") -> list[str]:
@@ -76,6 +127,11 @@ IDENTITY_PARAM = {"sandbox": "q", "bing": "q", "google": "q", "baidu": "word", "
 OFFSET_PARAM = {"sandbox": "first", "bing": "first", "google": "start", "baidu": "pn"}
 
 
+def page_identity(engine: str, url: str) -> str:
+    """The identity a search page URL asks for."""
+    return parse_qs(urlsplit(url).query).get(IDENTITY_PARAM[engine], [""])[0]
+
+
 def page_offset(engine: str, query: dict[str, list[str]]) -> int:
     """The rank of the first result on a page, from the page URL's query."""
     try:
@@ -103,6 +159,8 @@ class _Tagging(Parser):
     def __init__(self, *args: Any, stats: PageStats, per_identity: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stats = stats
+        self.raw_session = self.session
+        self.session = _RecordingSession(self.session, stats, self.engine)
         self.per_identity = per_identity
         self._seen: dict[str, set[str]] = {}
         self._seen_lock = threading.Lock()
@@ -117,18 +175,28 @@ class _Tagging(Parser):
         records the task as seen before the put, so the retry is dropped as a duplicate and the task is lost.
         A blocking put never raises Full; the downloaders run until the parsers have exited.
         """
+        del block, timeout  # icrawler's loop passes them; a blocking put without a timeout is the point
         super().output(task, block=True, timeout=None)
 
-    def parse(self, response: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        query = parse_qs(urlsplit(response.request.url).query)
+    def parse(self, response: Any) -> Iterator[dict[str, Any]]:
+        url = response.request.url
+        query = parse_qs(urlsplit(url).query)
         identity = query.get(IDENTITY_PARAM[self.engine], [""])[0]
         offset = page_offset(self.engine, query)
+        said = excerpt(response.content or b"")
+        if response.status_code != 200:
+            problem = PageProblem(identity, url, "search_error", f"answered {response.status_code}: {said}")
+            self.stats.problem(problem)
+            return
         try:
             urls = self.image_urls(response)
-        except Exception as exc:  # a page in an unexpected format: counted, and the crawl goes on
-            self.stats.fail(identity, f"{type(exc).__name__}: {exc}")
+        except SearchError as exc:
+            self.stats.problem(PageProblem(identity, url, "search_error", str(exc)))
             return
-        self.stats.add(identity, len(urls))
+        except Exception as exc:  # a page in a format the parser cannot read: recorded, and the crawl goes on
+            self.stats.problem(PageProblem(identity, url, "search_unparsed", f"{type(exc).__name__}: {exc}"))
+            return
+        self.stats.add(identity, url, len(urls), said)
         # The rank is the position in the engine's result list, whatever order the parser threads finish pages in,
         # so the same results always give the same candidates.
         for rank, url in enumerate(urls, start=offset):
@@ -162,14 +230,14 @@ class FlickrTaggingParser(_Tagging):
         """Flickr answers photo ids; one getSizes call per photo gives its largest image URL."""
         content = json.loads(response.content.decode("utf-8", "ignore"))
         if content.get("stat") != "ok":
-            raise ConnectionError(f"flickr search failed: {content.get('message', content)}")
+            raise SearchError(f"flickr answered {json.dumps(content)[:300]}")
         query = parse_qs(urlsplit(response.request.url).query)
         base = response.request.url.split("/services/rest/")[0]
         urls = []
         for photo in content["photos"]["photo"]:
             params = {"method": "flickr.photos.getSizes", "api_key": query["api_key"][0], "photo_id": photo["id"]}
             params.update(format="json", nojsoncallback=1)
-            info = self.session.get(f"{base}/services/rest/?{urlencode(params)}", timeout=20).json()
+            info = self.raw_session.get(f"{base}/services/rest/?{urlencode(params)}", timeout=20).json()
             if info.get("stat") != "ok":
                 continue
             by_label = {str(s["label"]).lower(): s["source"] for s in info["sizes"]["size"]}
@@ -201,7 +269,7 @@ class UrlListFeeder(Feeder):
 class PassThroughParser(Parser):
     """Turns the fed JSON tasks into downloader tasks without fetching any page."""
 
-    def worker_exec(self, queue_timeout: float = 1, **kwargs: Any) -> None:
+    def worker_exec(self, queue_timeout: float) -> None:  # called with our parser_kwargs
         import queue
 
         while not self.signal.get("reach_max_num"):

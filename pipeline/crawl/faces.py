@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import time
@@ -13,22 +14,17 @@ from typing import Any
 
 from icrawler import Crawler, ImageDownloader
 
-from pipeline.core.manifest import (
-    Journal,
-    count_reasons,
-    journal_path,
-    previous_rows,
-    prune_unreferenced,
-    write_manifest,
-)
+from pipeline.core.manifest import ResumableOutput, count_reasons
 from pipeline.core.params import CrawlFacesParams, SandboxParams, resolved
-from pipeline.core.storage import remove_partials, safe_name
+from pipeline.core.reuse import code_version
+from pipeline.core.schema import OK, TRAIT_COLUMNS
+from pipeline.core.storage import safe_name
 from pipeline.crawl import engines
-from pipeline.crawl.face_store import TRAIT_COLUMNS, FaceSaver, synthetic_columns
+from pipeline.crawl.face_store import FACE_COLUMNS, VALIDATION_PARAMS, FaceKeys, FaceSaver, synthetic_columns
 from pipeline.crawl.fetch import USER_AGENT, FetchFailed, RetryPolicy, fetch_bytes
 from pipeline.crawl.validate import ImageLimits
 from pipeline.sandbox.search import PHOTO_EXTS, folder_listing
-from pipeline.sandbox.server import SandboxServer
+from pipeline.sandbox.server import SandboxServer, served_content
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +35,63 @@ class FaceCrawlError(RuntimeError):
 
 @dataclass
 class FaceCrawlReport:
-    """Counts of one face crawl, written as the stage's metrics."""
+    """The manifest rows a face crawl left, and what this run did to get there."""
 
-    source: str
-    identities: int = 0
-    candidates: int = 0
-    saved: int = 0
-    rejected: int = 0
-    resumed: int = 0
-    seconds: float = 0.0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    saved_by_identity: dict[str, int] = field(default_factory=dict)
-    short_identities: list[str] = field(default_factory=list)
+    names: list[str]
+    min_per_identity: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    work: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return sum(r["status"] == OK for r in self.rows)
+
+    @property
+    def kept_by_identity(self) -> dict[str, int]:
+        return {n: sum(r["status"] == OK and r["identity"] == n for r in self.rows) for n in self.names}
+
+    @property
+    def short_identities(self) -> list[str]:
+        return [n for n, k in self.kept_by_identity.items() if k < self.min_per_identity]
 
     def metrics(self) -> dict[str, Any]:
+        """The state of the output, for metrics/crawl_faces.json."""
+        identities = sum(k > 0 for k in self.kept_by_identity.values())
+        return {"faces": {"kept": self.kept, "rejected": len(self.rows) - self.kept}, "identities": identities}
+
+    def details(self) -> dict[str, Any]:
         return {
-            "identities": self.identities,
-            "candidates": self.candidates,
-            "saved": self.saved,
-            "rejected": self.rejected,
-            "rejected_by_reason": self.rejected_by_reason,
-            "resumed": self.resumed,
-            "photos_per_s": round((self.candidates - self.resumed) / self.seconds, 2) if self.seconds else 0.0,
-            "min_saved_per_identity": min(self.saved_by_identity.values(), default=0),
-            "short_identities": len(self.short_identities),
-            "saved_by_identity": {safe_name(name): count for name, count in self.saved_by_identity.items()},
+            "candidates": len(self.rows),
+            "rejected_by_reason": count_reasons(self.rows),
+            "kept_by_identity": {safe_name(n): k for n, k in self.kept_by_identity.items()},
+            "short_identities": self.short_identities,
+            "min_per_identity": self.min_per_identity,
         }
+
+
+QUEUE_POLL_S = 0.1  # how long an idle icrawler thread waits on its queue before it checks whether to exit
+
+
+class PromptCrawler(Crawler):
+    """icrawler's Crawler, checking its threads every 50 ms: icrawler's one-second poll between the feeder, parser
+    and downloader exits cost every crawl two idle seconds."""
+
+    def crawl(
+        self,
+        feeder_kwargs: dict[str, Any] | None = None,
+        parser_kwargs: dict[str, Any] | None = None,
+        downloader_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.signal.reset()
+        self.feeder.start(**(feeder_kwargs or {}))
+        self.parser.start(**(parser_kwargs or {}))
+        self.downloader.start(**(downloader_kwargs or {}))
+        while self.downloader.is_alive():
+            if not self.feeder.is_alive():
+                self.signal.set(feeder_exited=True)
+            if not self.parser.is_alive():
+                self.signal.set(parser_exited=True)
+            time.sleep(0.05)
 
 
 class ManifestDownloader(ImageDownloader):
@@ -76,25 +103,22 @@ class ManifestDownloader(ImageDownloader):
         self.policy = RetryPolicy(cfg.retries, cfg.backoff_s, cfg.backoff_max_s)
         self.limits = ImageLimits(cfg.max_bytes, cfg.max_pixels, cfg.min_size)
 
-    def download(self, task: dict[str, Any], default_ext: str, timeout: float = 5, **kwargs: Any) -> bool:
+    def take(self, task: dict[str, Any]) -> None:
+        """Finish one candidate: reuse, re-validate kept bytes, or download; every path ends in one row."""
         base = self.saver.base_row(task["identity"], self.source, int(task.get("rank", 0)), task["file_url"])
-        if self.saver.resume(base):
-            return True
-        if self.saver.stopped:
-            return False
+        if self.saver.stopped or self.saver.resume(base, self.limits):
+            return
         try:
             fetched = fetch_bytes(
                 self.session, task["file_url"], self.limits.max_bytes, self.policy, self.cfg.timeout_s
             )
         except FetchFailed as failed:
             self.saver.reject(base, failed.reason, failed.detail, failed.attempts, failed.http_status)
-            return False
-        row = self.saver.accept(base, fetched.data, fetched.content_type, self.limits, fetched.attempts)
-        return row["status"] == "ok"
+            return
+        self.saver.fetched(len(fetched.data))
+        self.saver.accept(base, fetched.data, fetched.content_type, self.limits, fetched.attempts)
 
-    def worker_exec(
-        self, max_num: int, default_ext: str = "jpg", queue_timeout: float = 1, req_timeout: float = 5, **kwargs: Any
-    ) -> None:
+    def worker_exec(self, max_num: int, queue_timeout: float) -> None:  # called with our downloader_kwargs
         # icrawler's loop quits after one idle queue timeout once anything was fetched, even while the parser is
         # still paging; this one waits until the parser has exited and the queue is drained.
         self.max_num = max_num
@@ -106,7 +130,7 @@ class ManifestDownloader(ImageDownloader):
                     return
                 continue
             try:
-                self.download(task, default_ext, req_timeout)
+                self.take(task)
             except Exception as exc:  # a bug must cost one row, never the thread and every task behind it
                 log.exception("downloader failed on %s", task.get("file_url"))
                 base = self.saver.base_row(task["identity"], self.source, int(task.get("rank", 0)), task["file_url"])
@@ -149,7 +173,7 @@ def _run_icrawler(
         api_key = os.environ.get("FLICKR_API_KEY", "")
         if not api_key:
             raise FaceCrawlError("source flickr needs an API key in the FLICKR_API_KEY environment variable")
-    crawler = Crawler(
+    crawler = PromptCrawler(
         feeder_cls=engines.MultiIdentityFeeder,
         parser_cls=engines.parser_class(engine),
         downloader_cls=ManifestDownloader,
@@ -169,8 +193,8 @@ def _run_icrawler(
             "per_identity": cfg.per_identity,
             "api_key": api_key,
         },
-        parser_kwargs={"queue_timeout": 0.5, "req_timeout": cfg.timeout_s, "max_retry": cfg.retries + 1},
-        downloader_kwargs={"max_num": 0, "queue_timeout": 0.5},
+        parser_kwargs={"queue_timeout": QUEUE_POLL_S, "req_timeout": cfg.timeout_s, "max_retry": cfg.retries + 1},
+        downloader_kwargs={"max_num": 0, "queue_timeout": QUEUE_POLL_S},
     )
 
 
@@ -198,7 +222,7 @@ def _run_url_list(cfg: CrawlFacesParams, saver: FaceSaver) -> None:
     pairs = read_url_list(cfg)
     if cfg.identities:
         pairs = [(identity, url) for identity, url in pairs if identity in cfg.identities]
-    crawler = Crawler(
+    crawler = PromptCrawler(
         feeder_cls=engines.UrlListFeeder,
         parser_cls=engines.PassThroughParser,
         downloader_cls=ManifestDownloader,
@@ -209,8 +233,8 @@ def _run_url_list(cfg: CrawlFacesParams, saver: FaceSaver) -> None:
     )
     crawler.crawl(
         feeder_kwargs={"pairs": pairs},
-        parser_kwargs={"queue_timeout": 0.5},
-        downloader_kwargs={"max_num": 0, "queue_timeout": 0.5},
+        parser_kwargs={"queue_timeout": QUEUE_POLL_S},
+        downloader_kwargs={"max_num": 0, "queue_timeout": QUEUE_POLL_S},
     )
 
 
@@ -223,90 +247,115 @@ def _import_folder(cfg: CrawlFacesParams, names: list[str], saver: FaceSaver) ->
         folder = root / name if (root / name).is_dir() else root / safe_name(name)
         files = sorted(p for p in folder.glob("*") if p.suffix.lower() in PHOTO_EXTS) if folder.is_dir() else []
         for rank, path in enumerate(files[: cfg.per_identity]):
-            base = saver.base_row(name, "folder", rank, path.resolve().as_uri())
-            if not saver.resume(base):
+            stat = path.stat()  # a file replaced in place gets a new fetch key: its bytes are read again
+            local = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            base = saver.base_row(name, "folder", rank, path.resolve().as_uri(), local)
+            if not saver.resume(base, limits):
+                saver.fetched(stat.st_size)
                 saver.accept(base, path.read_bytes(), None, limits, 1)
 
 
-def crawl_faces(cfg: CrawlFacesParams, sandbox: SandboxParams, progress: bool = True) -> FaceCrawlReport:
+def face_keys(cfg: CrawlFacesParams, sandbox: SandboxParams) -> FaceKeys:
+    """The keys of this run: the sandbox's content when it serves the photos, the limits, and the code."""
+    world = served_content(sandbox, "photos") if cfg.source == "sandbox" else {}
+    validation = {name: getattr(cfg, name) for name in VALIDATION_PARAMS}
+    return FaceKeys(world, validation, code_version("pipeline.crawl.faces"))
+
+
+def crawl_faces(
+    cfg: CrawlFacesParams, sandbox: SandboxParams, progress: bool = True, work: dict[str, Any] | None = None
+) -> FaceCrawlReport:
     """Crawl photos of every identity and write the manifest; resumable after any interruption.
 
+    A run that fails (no engine, a search page without a usable answer, an identity without a photo, a full disk,
+    Ctrl-C) writes no manifest and deletes nothing: the earlier manifest and photos stay, and the journal keeps
+    this run's rows for the next one. `work` (a run log's) receives this run's counts, also when it fails.
+
     Raises:
-        FaceCrawlError: when an identity ends with no photo, the engine is unreachable, or the disk fills up.
+        FaceCrawlError: naming what failed, in the engine's own words where it answered.
     """
-    out_dir, manifest = Path(cfg.out_dir), Path(cfg.manifest)
     names = resolve_identities(cfg, sandbox)
-    remove_partials(out_dir)
-    remove_partials(manifest.parent)
-    report = FaceCrawlReport(source=cfg.source, identities=len(names))
-    earlier = previous_rows(manifest, "key")
+    report = FaceCrawlReport(names, cfg.min_per_identity, work=work if work is not None else {})
     stats = engines.PageStats()
-    start = time.perf_counter()
-    with Journal(journal_path(manifest)) as journal, search_host(cfg, sandbox) as (engine, base):
-        saver = FaceSaver(
-            out_dir, cfg.near_duplicate_distance, journal, earlier, base, progress, len(names) * cfg.per_identity
-        )
-        if cfg.source == "urls":
-            _run_url_list(cfg, saver)
-        elif cfg.source == "folder":
-            _import_folder(cfg, names, saver)
-        else:
-            _run_icrawler(engine, base, names, cfg, saver, stats)
-            if lost := saver.account_for(stats.emitted, engine):
-                log.warning("%d candidates were never downloaded; they are recorded as not_downloaded", lost)
-        saver.close()
-    report.seconds = time.perf_counter() - start
-    if saver.disk_full is not None:
-        raise FaceCrawlError(
-            f"{saver.disk_full}; free some space and re-run: saved photos are kept and the journal resumes the rest"
-        )
-    rows = synthetic_columns(saver.rows(), sandbox if cfg.source == "sandbox" and not sandbox.photos else None)
-    write_manifest(
-        rows,
-        manifest,
-        saver.columns,
-        {"crawl.faces": resolved(cfg), "sandbox": resolved(sandbox)},
-        nullable_int=[*TRAIT_COLUMNS, "synthetic_index"],
+    output = ResumableOutput(
+        Path(cfg.manifest), Path(cfg.out_dir), "key", FACE_COLUMNS, nullable_int=[*TRAIT_COLUMNS, "synthetic_index"]
     )
-    Journal(journal_path(manifest)).remove()
-    prune_unreferenced(out_dir, {out_dir / r["path"] for r in rows if r["status"] == "ok"})
-    return _summarise(report, rows, names, cfg, engine, base, stats, saver.resumed)
-
-
-def _summarise(
-    report: FaceCrawlReport,
-    rows: list[dict[str, Any]],
-    names: list[str],
-    cfg: CrawlFacesParams,
-    engine: str,
-    base: str,
-    stats: engines.PageStats,
-    resumed: int,
-) -> FaceCrawlReport:
-    report.candidates = len(rows)
-    report.saved = sum(r["status"] == "ok" for r in rows)
-    report.rejected = report.candidates - report.saved
-    report.resumed = resumed
-    report.rejected_by_reason = count_reasons(rows)
-    report.saved_by_identity = {n: sum(r["status"] == "ok" and r["identity"] == n for r in rows) for n in names}
-    report.short_identities = [n for n, k in report.saved_by_identity.items() if k < cfg.min_per_identity]
+    with output, search_host(cfg, sandbox) as (engine, base):
+        keys = face_keys(cfg, sandbox)
+        saver = FaceSaver(output, keys, cfg.near_duplicate_distance, base, progress, len(names) * cfg.per_identity)
+        try:
+            if cfg.source == "urls":
+                _run_url_list(cfg, saver)
+            elif cfg.source == "folder":
+                _import_folder(cfg, names, saver)
+            else:
+                _run_icrawler(engine, base, names, cfg, saver, stats)
+                if lost := saver.account_for(stats.emitted, engine):
+                    log.warning("%d candidates were never downloaded; they are recorded as not_downloaded", lost)
+        finally:
+            saver.stop()  # downloader threads still running (Ctrl-C) take no more work
+            saver.close()
+            report.work.update(saver.work)
+        for problem in stats.problems:
+            saver.page_problem(problem, engine)
+        sandbox_truth = sandbox if cfg.source == "sandbox" and not sandbox.photos else None
+        report.rows = synthetic_columns(saver.rows(), sandbox_truth)
+        report.work["search_pages"] = sum(stats.pages.values())
+        report.work["search_problems"] = [dataclasses.asdict(problem) for problem in stats.problems]
+        _check(report, cfg, engine, base, stats, saver)
+        report.work["pruned"] = output.commit(report.rows, {"crawl.faces": resolved(cfg), "sandbox": resolved(sandbox)})
     for name in report.short_identities:
         log.warning(
             "identity %r has %d photos, below min_per_identity=%d",
             name,
-            report.saved_by_identity[name],
+            report.kept_by_identity[name],
             cfg.min_per_identity,
         )
-    empty = [n for n, k in report.saved_by_identity.items() if k == 0]
-    if engine not in ("urls", "folder") and names and not any(stats.pages.values()) and not resumed:
+    return report
+
+
+def _check(
+    report: FaceCrawlReport,
+    cfg: CrawlFacesParams,
+    engine: str,
+    base: str,
+    stats: engines.PageStats,
+    saver: FaceSaver,
+) -> None:
+    """Raise for a run whose result must not replace the earlier one, saying why in the words that were given."""
+    keep = "Nothing saved earlier was changed or deleted"
+    if saver.disk_full is not None:
+        raise FaceCrawlError(f"{saver.disk_full}; free some space and re-run: the photos saved so far are kept")
+    searched = engine not in ("urls", "folder")
+    problems = stats.problems
+    if searched and report.names and stats.answered == 0:
+        said = f": {problems[0].words}" if problems else ""
         raise FaceCrawlError(
-            f"no search page of {engine} at {base} could be fetched or parsed; the network may be unreachable. "
+            f"no search page of {engine} at {base} answered{said}; the network may be unreachable. {keep}. "
             "Offline, use the sandbox: crawl.faces.source: sandbox (optionally sandbox.photos: <folder>)"
         )
-    if empty:
-        shown = ", ".join(repr(n) for n in empty[:10]) + (" ..." if len(empty) > 10 else "")
+    if problems:
+        shown = "; ".join(f"{p.identity!r}: {p.reason}: {p.words}" for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise FaceCrawlError(
-            f"{len(empty)} identities got no photo from {cfg.source} ({base}): {shown}. "
-            f"Check the names, or drop them from crawl.faces.identities; see {cfg.manifest}."
+            f"{len(problems)} search pages of {engine} at {base} gave no usable answer, so this run cannot tell "
+            f"which earlier photos it would keep. {shown}{more}. {keep}; re-run when the engine answers."
         )
-    return report
+    empty = [n for n, k in report.kept_by_identity.items() if k == 0]
+    if empty:
+        shown = ", ".join(f"{n!r} ({_why_empty(n, report.rows, stats)})" for n in empty[:10])
+        raise FaceCrawlError(
+            f"{len(empty)} identities got no photo from {cfg.source} ({base}): {shown}"
+            + (" ..." if len(empty) > 10 else "")
+            + f". Check the names, or drop them from crawl.faces.identities. {keep}."
+        )
+
+
+def _why_empty(name: str, rows: list[dict[str, Any]], stats: engines.PageStats) -> str:
+    reasons = count_reasons(r for r in rows if r["identity"] == name)
+    if reasons:
+        return "candidates rejected: " + ", ".join(f"{k} {v}x" for k, v in reasons.items())
+    if name in stats.no_results:
+        said = stats.no_results[name]
+        return "its search listed no photo" + (f"; the page said: {said!r}" if said else "")
+    return "no candidate"

@@ -1,14 +1,18 @@
-"""Async image fetching: bounded retries with exponential backoff and jitter, Retry-After, size caps, validation."""
+"""HTTP fetching with one retry loop (jittered backoff, Retry-After) for aiohttp and requests, size caps, validation."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import json
 import random
+import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -38,19 +42,39 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class FetchOutcome:
-    """What became of one URL after all its attempts."""
+    """What became of one image URL after all its attempts: a valid image, or the reason there is none."""
 
     url: str
-    reason: str  # "" when ok
+    reason: str  # "" when there is an image
     detail: str
     attempts: int
     http_status: int | None
     image: ValidImage | None
-    seconds: float
 
-    @property
-    def ok(self) -> bool:
-        return self.image is not None
+
+@dataclass(frozen=True)
+class FetchedBytes:
+    """A complete 200 response body, not yet validated."""
+
+    data: bytes
+    content_type: str | None
+    attempts: int
+
+
+class Transient(Exception):
+    """A failure of the moment (5xx, 429, a timeout, a dropped connection): worth another attempt."""
+
+    def __init__(self, reason: str, detail: str, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.http_status, self.retry_after = reason, detail, http_status, retry_after
+
+
+class FetchFailed(Exception):
+    """A URL that gave no usable body; `reason` is the manifest's reason code, `detail` the server's own words."""
+
+    def __init__(self, reason: str, detail: str, attempts: int = 0, http_status: int | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.attempts, self.http_status = reason, detail, attempts, http_status
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -69,65 +93,111 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _Retry(Exception):
-    def __init__(self, reason: str, detail: str, http_status: int | None = None, retry_after: float | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.http_status, self.retry_after = reason, detail, http_status, retry_after
+T = TypeVar("T")
 
 
-class _Final(Exception):
-    def __init__(self, reason: str, detail: str, http_status: int | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.http_status = reason, detail, http_status
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    rng: random.Random,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[T, int]:
+    """The one retry loop of every fetch: run `attempt` until it succeeds, fails for good, or retries run out.
+
+    Returns:
+        (what `attempt` returned, how many attempts it took).
+
+    Raises:
+        FetchFailed: with the attempts counted; a `Transient` failure becomes one after the last retry.
+    """
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await attempt(), attempts
+        except FetchFailed as failed:
+            failed.attempts = attempts
+            raise
+        except Transient as retry:
+            if attempts > policy.retries:
+                detail = f"{retry.detail} (gave up after {attempts} attempts)"
+                raise FetchFailed(retry.reason, detail, attempts, retry.http_status) from None
+            await sleep(policy.delay(attempts, retry.retry_after, rng))
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (blocking I/O inside `async def`) without an event loop.
+
+    This lets icrawler's downloader threads, which use blocking `requests`, share `with_retries` with the async
+    crawler instead of keeping a second copy of the loop.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("run_blocking got a coroutine that suspends; await it in an event loop instead")
+
+
+def excerpt(body: bytes, limit: int = 200) -> str:
+    """What an error body says, as one short line: tags dropped, whitespace collapsed."""
+    text = re.sub(r"<[^>]*>", " ", body[: limit * 8].decode("utf-8", "replace"))
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def check_status(status: int, retry_after: str | None, body: bytes) -> None:
+    """Turn a non-200 status into a Transient (worth retrying) or a FetchFailed, quoting what the server said."""
+    if status == 200:
+        return
+    said = excerpt(body)
+    detail = f"server answered {status}" + (f": {said}" if said else "")
+    if status in RETRYABLE_STATUS:
+        raise Transient(f"http_{status}", detail, status, parse_retry_after(retry_after))
+    raise FetchFailed(f"http_{status}", detail, http_status=status)
+
+
+def _too_large(size: int | None, max_bytes: int, status: int) -> FetchFailed:
+    # The same words as validate_image's, so a body refused here or re-validated from disk later reads the same.
+    said = f"{size} bytes exceeds" if size is not None else "the body exceeds"
+    return FetchFailed("too_large", f"{said} max_bytes={max_bytes}", http_status=status)
+
+
+# ---- aiohttp (the avatar crawl) ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _aiohttp_get(session: aiohttp.ClientSession, url: str, timeout_s: float) -> AsyncIterator[Any]:
+    """session.get with every client exception turned into a Transient or a FetchFailed."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            yield response
+    except TimeoutError:
+        raise Transient("timeout", f"no complete answer within {timeout_s:g} s") from None
+    except aiohttp.ClientPayloadError as exc:
+        raise Transient("truncated", f"body ended early: {exc}") from None
+    except aiohttp.ServerDisconnectedError as exc:
+        raise Transient("truncated", f"server disconnected: {exc}") from None
+    except aiohttp.InvalidURL as exc:
+        raise FetchFailed("bad_url", f"invalid URL: {exc}") from None
+    except aiohttp.ClientConnectionError as exc:
+        raise Transient("connection_error", f"{type(exc).__name__}: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise Transient("http_error", f"{type(exc).__name__}: {exc}") from None
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     declared = response.content_length
     if declared is not None and declared > max_bytes:
-        raise _Final("too_large", f"Content-Length {declared} exceeds max_bytes={max_bytes}", response.status)
+        raise _too_large(declared, max_bytes, response.status)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(1 << 16):
         size += len(chunk)
         if size > max_bytes:
-            raise _Final("too_large", f"body exceeds max_bytes={max_bytes}", response.status)
+            raise _too_large(None, max_bytes, response.status)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _attempt(
-    session: aiohttp.ClientSession, url: str, limits: ImageLimits, timeout_s: float, executor: Executor | None
-) -> ValidImage:
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-            if response.status in RETRYABLE_STATUS:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                raise _Retry(
-                    f"http_{response.status}", f"server answered {response.status}", response.status, retry_after
-                )
-            if response.status != 200:
-                raise _Final(f"http_{response.status}", f"server answered {response.status}", response.status)
-            body = await _read_capped(response, limits.max_bytes)
-            content_type = response.headers.get("Content-Type")
-    except TimeoutError:
-        raise _Retry("timeout", f"no complete answer within {timeout_s:g} s") from None
-    except aiohttp.ClientPayloadError as exc:
-        raise _Retry("truncated", f"body ended early: {exc}") from None
-    except aiohttp.ServerDisconnectedError as exc:
-        raise _Retry("truncated", f"server disconnected: {exc}") from None
-    except aiohttp.InvalidURL as exc:
-        raise _Final("bad_url", f"invalid URL: {exc}") from None
-    except aiohttp.ClientConnectionError as exc:
-        raise _Retry("connection_error", f"{type(exc).__name__}: {exc}") from None
-    except aiohttp.ClientError as exc:
-        raise _Retry("http_error", f"{type(exc).__name__}: {exc}") from None
-    try:
-        # Decoding releases the GIL: in a thread pool it runs beside the event loop instead of stalling it.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, validate_image, body, content_type, limits)
-    except ImageRejected as exc:
-        # Content problems are properties of the resource, not of the moment: no retry.
-        raise _Final(exc.reason, exc.detail, 200) from None
 
 
 async def fetch_image(
@@ -143,23 +213,26 @@ async def fetch_image(
 
     Validation runs in `executor` (the loop's default pool when None).
     """
-    start = time.perf_counter()
-    attempt = 0
-    while True:
-        attempt += 1
+
+    async def attempt() -> ValidImage:
+        async with _aiohttp_get(session, url, timeout_s) as response:
+            if response.status != 200:
+                check_status(response.status, response.headers.get("Retry-After"), await response.content.read(2048))
+            body = await _read_capped(response, limits.max_bytes)
+            content_type = response.headers.get("Content-Type")
         try:
-            image = await _attempt(session, url, limits, timeout_s, executor)
-            return FetchOutcome(url, "", "", attempt, 200, image, time.perf_counter() - start)
-        except _Final as final:
-            return FetchOutcome(
-                url, final.reason, final.detail, attempt, final.http_status, None, time.perf_counter() - start
-            )
-        except _Retry as retry:
-            if attempt > policy.retries:
-                detail = f"{retry.detail} (gave up after {attempt} attempts)"
-                elapsed = time.perf_counter() - start
-                return FetchOutcome(url, retry.reason, detail, attempt, retry.http_status, None, elapsed)
-            await asyncio.sleep(policy.delay(attempt, retry.retry_after, rng))
+            # Decoding releases the GIL: in a thread pool it runs beside the event loop instead of stalling it.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(executor, validate_image, body, content_type, limits)
+        except ImageRejected as exc:
+            # Content problems are properties of the resource, not of the moment: no retry.
+            raise FetchFailed(exc.reason, exc.detail, http_status=200) from None
+
+    try:
+        image, attempts = await with_retries(attempt, policy, rng)
+    except FetchFailed as failed:
+        return FetchOutcome(url, failed.reason, failed.detail, failed.attempts, failed.http_status, None)
+    return FetchOutcome(url, "", "", attempts, 200, image)
 
 
 async def fetch_json(
@@ -168,46 +241,56 @@ async def fetch_json(
     """GET a JSON document with the same retry rules.
 
     Raises:
-        ConnectionError: naming the URL and the last reason, when every attempt failed.
+        ConnectionError: naming the URL and what the server said (or why nothing answered).
     """
-    attempt = 0
-    while True:
-        attempt += 1
+
+    async def attempt() -> Any:
+        async with _aiohttp_get(session, url, timeout_s) as response:
+            body = await response.read()
+            check_status(response.status, response.headers.get("Retry-After"), body)
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-                if response.status in RETRYABLE_STATUS:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Retry(f"http_{response.status}", f"answered {response.status}", response.status, retry_after)
-                if response.status != 200:
-                    raise ConnectionError(f"GET {url} answered {response.status}; check the endpoint URL")
-                return await response.json(content_type=None)
+            return json.loads(body)
         except ValueError as exc:  # a body that is not JSON: a wrong endpoint, not a transient fault
-            raise ConnectionError(f"GET {url} did not return JSON ({exc}); check the endpoint URL") from None
-        except _Retry as retry:
-            if attempt > policy.retries:
-                raise ConnectionError(f"GET {url} failed {attempt} times: {retry.detail}") from None
-            await asyncio.sleep(policy.delay(attempt, retry.retry_after, rng))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if attempt > policy.retries:
-                raise ConnectionError(f"GET {url} failed {attempt} times: {type(exc).__name__}: {exc}") from None
-            await asyncio.sleep(policy.delay(attempt, None, rng))
+            raise FetchFailed("not_json", f"the answer is not JSON ({exc}): {excerpt(body)}", http_status=200) from None
+
+    try:
+        document, _ = await with_retries(attempt, policy, rng)
+    except FetchFailed as failed:
+        raise ConnectionError(f"GET {url}: {failed.detail}; check the endpoint URL") from None
+    return document
 
 
-@dataclass(frozen=True)
-class FetchedBytes:
-    """A complete 200 response body, not yet validated."""
-
-    data: bytes
-    content_type: str | None
-    attempts: int
+# ---- requests (icrawler's downloader threads) ----------------------------------------------------------------------
 
 
-class FetchFailed(Exception):
-    """A URL that gave no usable body after all attempts; `reason` is the manifest's reason code."""
+def _get_blocking(session: Any, url: str, max_bytes: int, timeout_s: float) -> FetchedBytes:
+    """One blocking GET with the same failure vocabulary as `_aiohttp_get`."""
+    import requests
 
-    def __init__(self, reason: str, detail: str, attempts: int, http_status: int | None) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.attempts, self.http_status = reason, detail, attempts, http_status
+    try:
+        with session.get(url, timeout=timeout_s, stream=True) as response:
+            if response.status_code != 200:
+                body = next(response.iter_content(2048), b"")
+                check_status(response.status_code, response.headers.get("Retry-After"), body)
+            declared = response.headers.get("Content-Length")
+            if declared and int(declared) > max_bytes:
+                raise _too_large(int(declared), max_bytes, 200)
+            data = bytearray()
+            for chunk in response.iter_content(1 << 16):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise _too_large(None, max_bytes, 200)
+            return FetchedBytes(bytes(data), response.headers.get("Content-Type"), 0)
+    except requests.exceptions.Timeout:
+        raise Transient("timeout", f"no complete answer within {timeout_s:g} s") from None
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise Transient("truncated", f"body ended early: {exc}", 200) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as e:
+        raise FetchFailed("bad_url", f"invalid URL: {e}") from None
+    except requests.exceptions.ConnectionError as exc:
+        raise Transient("connection_error", f"{type(exc).__name__}: {exc}") from None
+    except requests.exceptions.RequestException as exc:
+        raise Transient("http_error", f"{type(exc).__name__}: {exc}") from None
 
 
 def fetch_bytes(session: Any, url: str, max_bytes: int, policy: RetryPolicy, timeout_s: float) -> FetchedBytes:
@@ -216,58 +299,12 @@ def fetch_bytes(session: Any, url: str, max_bytes: int, policy: RetryPolicy, tim
     Raises:
         FetchFailed: with the same reason codes as the async crawler.
     """
-    import requests
 
-    rng = random.Random(url)
-    attempt = 0
-    while True:
-        attempt += 1
-        retry_after: float | None = None
-        try:
-            with session.get(url, timeout=timeout_s, stream=True) as response:
-                if response.status_code in RETRYABLE_STATUS:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Retry(
-                        f"http_{response.status_code}",
-                        f"server answered {response.status_code}",
-                        response.status_code,
-                        retry_after,
-                    )
-                if response.status_code != 200:
-                    raise FetchFailed(
-                        f"http_{response.status_code}",
-                        f"server answered {response.status_code}",
-                        attempt,
-                        response.status_code,
-                    )
-                declared = int(response.headers.get("Content-Length") or 0)
-                if declared > max_bytes:
-                    raise FetchFailed(
-                        "too_large", f"Content-Length {declared} exceeds max_bytes={max_bytes}", attempt, 200
-                    )
-                body = bytearray()
-                for chunk in response.iter_content(1 << 16):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FetchFailed("too_large", f"body exceeds max_bytes={max_bytes}", attempt, 200)
-                return FetchedBytes(bytes(body), response.headers.get("Content-Type"), attempt)
-        except _Retry as retry:
-            failure: tuple[str, str, int | None] = (retry.reason, retry.detail, retry.http_status)
-        except requests.exceptions.Timeout:
-            failure = ("timeout", f"no complete answer within {timeout_s:g} s", None)
-        except requests.exceptions.ChunkedEncodingError as exc:
-            failure = ("truncated", f"body ended early: {exc}", 200)
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-        ) as exc:
-            raise FetchFailed("bad_url", f"invalid URL: {exc}", attempt, None) from None
-        except requests.exceptions.ConnectionError as exc:
-            failure = ("connection_error", f"{type(exc).__name__}: {exc}", None)
-        except requests.exceptions.RequestException as exc:
-            failure = ("http_error", f"{type(exc).__name__}: {exc}", None)
-        if attempt > policy.retries:
-            reason, detail, status = failure
-            raise FetchFailed(reason, f"{detail} (gave up after {attempt} attempts)", attempt, status)
-        time.sleep(policy.delay(attempt, retry_after, rng))
+    async def attempt() -> FetchedBytes:
+        return _get_blocking(session, url, max_bytes, timeout_s)
+
+    async def sleep(seconds: float) -> None:
+        time.sleep(seconds)
+
+    fetched, attempts = run_blocking(with_retries(attempt, policy, random.Random(url), sleep))
+    return FetchedBytes(fetched.data, fetched.content_type, attempts)

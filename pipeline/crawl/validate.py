@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "gif"),
     (b"BM", "bmp"),
 )
+
+
+_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -113,5 +117,7 @@ def _decode_size(data: bytes, limits: ImageLimits) -> tuple[int, int]:
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected("corrupt", f"does not decode: {exc}") from None
+        # PIL names the stream object with its memory address; a manifest must read the same on every run.
+        said = _ADDRESS.sub("", str(exc))
+        raise ImageRejected("corrupt", f"does not decode: {said}") from None
     return width, height

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -90,7 +91,10 @@ class ShardDataset(Dataset):
         path = self.root / "index.parquet"
         if not path.is_file():
             raise ShardError(f"{path} not found; run `dvc repro pack`")
-        index = pd.read_parquet(path)
+        try:  # page checksums catch corruption inside a column; pyarrow reports damage as OSError or ArrowInvalid
+            index = pq.read_table(path, page_checksum_verification=True).to_pandas()
+        except (OSError, ValueError) as exc:
+            raise ShardError(f"{path} is unreadable ({exc}); re-run `dvc repro pack` to rebuild the shards") from None
         self.index = index if split is None else index[index["split"] == split]
         shards = self.index.drop_duplicates("shard")
         self.shard_files = list(shards["shard"])

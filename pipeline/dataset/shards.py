@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -18,8 +18,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.core.manifest import prune_unreferenced, write_manifest
+from pipeline.core.params import PackParams, Params, resolved
+from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json, remove_partials
-from pipeline.crawl.face_store import TRAIT_COLUMNS
 from pipeline.dataset.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
 from pipeline.faces.detect import ImageDecodeError, decode_image
 
@@ -42,56 +43,21 @@ class PackError(ValueError):
     """The aligned inputs are missing or inconsistent; the message names the file and what to do."""
 
 
-@dataclass(frozen=True)
-class PackConfig:
-    """What `pack` reads, where it writes and how it splits (the typed form of params.yaml `pack`).
+class PackInputs(NamedTuple):
+    """Where `pack` reads: the outputs of `align` (align.out_dir) and `crawl_faces` (crawl.faces.out_dir)."""
 
-    Attributes:
-        aligned_dir: holds faces.parquet, avatars.parquet and the faces/ and avatars/ crops.
-        raw_faces_dir: the raw photos that faces.parquet's `raw_path` is relative to.
-        out_dir: gets faces/, avatars/, photos/ (shards + index.parquet each) and labels.json.
-        shard_size: samples per shard; the last shard of a split may be shorter.
-        photo_size: side of the letterboxed raw photos (the CAM input).
-        val_fraction / test_fraction: shares of each identity (and of the avatars); train gets the rest.
-        seed: decides which photos of an identity land in which split.
-        near_duplicate_distance: dHash bits within which two photos count as the same photo.
-        min_faces_per_identity: identities with fewer aligned faces are dropped and reported.
-        workers: decode threads.
-    """
+    aligned_dir: Path  # faces.parquet, avatars.parquet and the faces/ and avatars/ crops
+    raw_faces_dir: Path  # the raw photos that faces.parquet's `raw_path` is relative to
 
-    aligned_dir: Path = Path("data/aligned")
-    raw_faces_dir: Path = Path("data/raw/faces")
-    out_dir: Path = Path("data/shards")
-    shard_size: int = 100
-    photo_size: int = 256
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
-    near_duplicate_distance: int = 8
-    min_faces_per_identity: int = 10
-    workers: int = 2
 
-    def __post_init__(self) -> None:
-        for name in ("aligned_dir", "raw_faces_dir", "out_dir"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.shard_size < 1 or self.photo_size < 8 or self.workers < 1:
-            raise ValueError(
-                f"shard_size={self.shard_size}, photo_size={self.photo_size} (>= 8), workers "
-                f"={self.workers} must be positive"
-            )
-        if min(self.val_fraction, self.test_fraction) < 0 or self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"val_fraction={self.val_fraction} + test_fraction={self.test_fraction} must be in [0, 1)")
-        if not 0 <= self.near_duplicate_distance <= 256:
-            raise ValueError(f"near_duplicate_distance={self.near_duplicate_distance}: bits of a 256-bit dHash")
+def pack_inputs(params: Params) -> PackInputs:
+    """The input folders of `pack`, taken from the sections of the stages that write them."""
+    return PackInputs(Path(params.align.out_dir), Path(params.crawl.faces.out_dir))
 
-    @property
-    def fractions(self) -> tuple[float, float, float]:
-        """(train, val, test) shares."""
-        return (1.0 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
 
-    def record(self) -> dict[str, Any]:
-        """JSON-ready settings, saved in every index.parquet and in labels.json."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+def split_fractions(params: PackParams) -> tuple[float, float, float]:
+    """(train, val, test) shares of every identity (and of the avatars)."""
+    return (1.0 - params.val_fraction - params.test_fraction, params.val_fraction, params.test_fraction)
 
 
 @dataclass(frozen=True)
@@ -178,7 +144,7 @@ def write_dataset(
     return pd.concat([samples, table.drop(columns=["position"])], axis=1)
 
 
-def read_aligned(cfg: PackConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_aligned(aligned_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ok rows of the align stage's face and avatar manifests.
 
     Raises:
@@ -190,7 +156,7 @@ def read_aligned(cfg: PackConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     }
     frames = []
     for name, columns in needs.items():
-        path = cfg.aligned_dir / f"{name}.parquet"
+        path = aligned_dir / f"{name}.parquet"
         if not path.is_file():
             raise PackError(f"{path} not found; run `dvc repro align` first (or fix pack.aligned_dir)")
         frame = pd.read_parquet(path)
@@ -243,52 +209,64 @@ def _write_index(out: Path, rows: pd.DataFrame, dataset: str, record: dict[str, 
     write_manifest(frame.to_dict("records"), out / "index.parquet", columns, record, TRAIT_COLUMNS)
 
 
-def _jobs(cfg: PackConfig, faces: pd.DataFrame, avatars: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, Loader]]:
+def _jobs(
+    params: PackParams, inputs: PackInputs, faces: pd.DataFrame, avatars: pd.DataFrame
+) -> dict[str, tuple[pd.DataFrame, Loader]]:
     """The rows of each dataset in shard order, with the loader of their images."""
-    faces = _ordered(faces.assign(sha256=faces["source_sha256"], source="faces/" + faces["path"]), cfg.seed)
+    faces = _ordered(faces.assign(sha256=faces["source_sha256"], source="faces/" + faces["path"]), params.seed)
     photos = faces.drop(columns=["source", *BOX_COLUMNS]).assign(source=faces["raw_path"])
     avatars = avatars.drop_duplicates("source_sha256")
-    splits = hash_splits(list(avatars["source_sha256"]), cfg.fractions, cfg.seed)
+    splits = hash_splits(list(avatars["source_sha256"]), split_fractions(params), params.seed)
     avatars = avatars.assign(sha256=avatars["source_sha256"], source="avatars/" + avatars["path"], split=splits)
-    avatars = _ordered(avatars.assign(label=-1, identity=None), cfg.seed)
+    avatars = _ordered(avatars.assign(label=-1, identity=None), params.seed)
     return {
-        "faces": (faces, _crop_loader(cfg.aligned_dir / "faces", faces)),
-        "avatars": (avatars, _crop_loader(cfg.aligned_dir / "avatars", avatars)),
-        "photos": (photos, _photo_loader(cfg.raw_faces_dir, faces, cfg.photo_size)),
+        "faces": (faces, _crop_loader(inputs.aligned_dir / "faces", faces)),
+        "avatars": (avatars, _crop_loader(inputs.aligned_dir / "avatars", avatars)),
+        "photos": (photos, _photo_loader(inputs.raw_faces_dir, faces, params.photo_size)),
     }
 
 
-def pack(cfg: PackConfig, progress: bool = False) -> dict[str, Any]:
-    """Split, shard and index the aligned data under `cfg.out_dir`; returns the flat metrics of metrics/pack.json.
+def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict[str, Any]:
+    """Split, shard and index the aligned data under `params.out_dir`; returns every count (`pack_metrics` picks a few).
 
     Raises:
         PackError: for missing or inconsistent inputs, or when no identity keeps enough faces.
     """
-    remove_partials(cfg.out_dir)
-    faces_in, avatars_in = read_aligned(cfg)
+    out_dir = Path(params.out_dir)
+    remove_partials(out_dir)
+    faces_in, avatars_in = read_aligned(inputs.aligned_dir)
     try:
-        split = split_faces(faces_in, cfg.fractions, cfg.seed, cfg.near_duplicate_distance, cfg.min_faces_per_identity)
+        split = split_faces(
+            faces_in,
+            split_fractions(params),
+            params.seed,
+            params.near_duplicate_distance,
+            params.min_faces_per_identity,
+        )
     except SplitError as exc:
         raise PackError(str(exc)) from None
     for name, why in split.dropped.items():
         log.warning("dropped identity %r: %s", name, why)
     if not split.labels:
         raise PackError(
-            f"no identity has {cfg.min_faces_per_identity} aligned faces; crawl more photos or lower "
+            f"no identity has {params.min_faces_per_identity} aligned faces; crawl more photos or lower "
             "pack.min_faces_per_identity"
         )
-    record, metrics = cfg.record(), {}
-    for dataset, (rows, load) in _jobs(cfg, split.frame, avatars_in).items():
-        index = write_dataset(rows, load, cfg.out_dir / dataset, cfg.shard_size, cfg.workers, progress)
-        _write_index(cfg.out_dir / dataset, index, dataset, record)
+    record = {**resolved(params), **{k: str(v) for k, v in inputs._asdict().items()}}
+    metrics: dict[str, Any] = {}
+    for dataset, (rows, load) in _jobs(params, inputs, split.frame, avatars_in).items():
+        index = write_dataset(rows, load, out_dir / dataset, params.shard_size, params.workers, progress)
+        _write_index(out_dir / dataset, index, dataset, record)
         for name in SPLITS:
             metrics[f"{dataset}_{name}"] = int((index["split"] == name).sum())
         shards = index.drop_duplicates("shard")
         metrics[f"{dataset}_total"], metrics[f"{dataset}_shards"] = len(index), len(shards)
         metrics[f"{dataset}_bytes"] = int(shards["shard_bytes"].sum())
     labels = {str(label): name for name, label in sorted(split.labels.items(), key=lambda kv: kv[1])}
-    atomic_write_json(cfg.out_dir / LABELS_FILE, {"labels": labels, "dropped": split.dropped, "params": record})
+    atomic_write_json(out_dir / LABELS_FILE, {"labels": labels, "dropped": split.dropped, "params": record})
     metrics.update(
+        faces_in=len(faces_in),
+        avatars_in=len(avatars_in),
         identities=len(split.labels),
         identities_dropped=len(split.dropped),
         faces_in_dropped_identities=int(faces_in["identity"].isin(split.dropped).sum()),
@@ -298,6 +276,18 @@ def pack(cfg: PackConfig, progress: bool = False) -> dict[str, Any]:
         bytes=sum(metrics[f"{d}_bytes"] for d in DATASETS),
     )
     return metrics
+
+
+def pack_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers of metrics/pack.json, from `pack`'s full summary (which goes to the details file): what the
+    shards hold, and the face splits an experiment on the fractions or the seed moves."""
+    faces = {"kept": summary["faces_total"], "rejected": summary["faces_in"] - summary["faces_total"]}
+    faces.update(val=summary["faces_val"], test=summary["faces_test"])
+    return {
+        "faces": faces,
+        "avatars": {"kept": summary["avatars_total"], "rejected": summary["avatars_in"] - summary["avatars_total"]},
+        "identities": summary["identities"],
+    }
 
 
 def read_labels(out_dir: Path) -> dict[int, str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing
 import os
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,22 +17,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.core.manifest import (
-    Journal,
-    journal_path,
-    previous_rows,
-    prune_unreferenced,
-    read_manifest,
-    write_manifest,
-)
+from pipeline.core.manifest import ResumableOutput, count_reasons, read_manifest
 from pipeline.core.params import AlignParams, Params, resolved
-from pipeline.core.storage import atomic_write_bytes, remove_partials
+from pipeline.core.reuse import canonical_json, code_version, result_key, shaping_params
+from pipeline.core.runner import StageError
+from pipeline.core.schema import OK, REJECTED, TRAIT_COLUMNS
+from pipeline.core.storage import DiskFullError, atomic_write_bytes, safe_name
 from pipeline.core.viz import encode_png
 from pipeline.faces.align import align_bytes, align_to_landmarks
 from pipeline.faces.detect import ImageDecodeError, decode_image
 from pipeline.sandbox import traits
 
-TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]
 POINT_COLUMNS = [f"{p}_{a}" for p in ("left_eye", "right_eye", "nose", "mouth") for a in ("x", "y")]
 GEOMETRY_COLUMNS = [
     "box_x",
@@ -65,17 +59,20 @@ FACE_COLUMNS = [
     "synthetic",
     "synthetic_kind",
     "path",
+    "crop_sha256",
     "status",
     "reason",
     "detail",
     *GEOMETRY_COLUMNS,
     *TRAIT_COLUMNS,
+    "result_key",
 ]
 AVATAR_COLUMNS = [
     "source_sha256",
     "key",
     "raw_path",
     "path",
+    "crop_sha256",
     "status",
     "reason",
     "detail",
@@ -83,7 +80,10 @@ AVATAR_COLUMNS = [
     "scale_param",
     "rotation",
     *TRAIT_COLUMNS,
+    "result_key",
 ]
+# Params that never change a crop: where results go, and how many processes make them.
+NOT_SHAPING = ("out_dir", "metrics", "details", "run_log", "samples", "workers", "chunk_size")
 
 
 # ---- work done in the pool's processes -------------------------------------------------------------------------
@@ -94,18 +94,30 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _write_crop(out_dir: str, folder: str, image: np.ndarray) -> tuple[str, str]:
+    """Write a crop named by its own sha256; returns (path, sha256).
+
+    Content names mean a run with other params never overwrites a crop the manifest of an earlier run points to:
+    if it fails, the earlier manifest and its files still agree.
+    """
+    data = encode_png(image, compression=3)
+    digest = hashlib.sha256(data).hexdigest()
+    path = f"{folder or digest[:2]}/{digest}.png"
+    atomic_write_bytes(Path(out_dir) / path, data)
+    return path, digest
+
+
 def align_face_task(task: dict[str, Any], params: AlignParams, raw_dir: str, out_dir: str) -> dict[str, Any]:
     """Align one raw photo and write its crop; every outcome is a row."""
     try:
         data = (Path(raw_dir) / task["raw_path"]).read_bytes()
     except OSError as exc:
-        return {**task, "status": "rejected", "reason": "missing_file", "detail": str(exc)}
+        return {**task, "status": REJECTED, "reason": "missing_file", "detail": str(exc)}
     result = align_bytes(data, params)
     row = {**task, **result.record()}
     if result.image is not None:
-        path = f"{task['folder']}/{task['source_sha256']}.png"
-        atomic_write_bytes(Path(out_dir) / path, encode_png(result.image, compression=3))
-        row["path"] = path
+        path, digest = _write_crop(out_dir, task["folder"], result.image)
+        row.update(path=path, crop_sha256=digest)
     return row
 
 
@@ -123,11 +135,10 @@ def align_avatar_task(task: dict[str, Any], params: AlignParams, raw_dir: str, o
     try:
         rgb = decode_image((Path(raw_dir) / task["raw_path"]).read_bytes())
     except (OSError, ImageDecodeError) as exc:
-        return {**task, "status": "rejected", "reason": "decode_error", "detail": str(exc)}
+        return {**task, "status": REJECTED, "reason": "decode_error", "detail": str(exc)}
     marks = avatar_landmarks(spec)
     image, angle, scale = align_to_landmarks(rgb, marks.left_eye, marks.right_eye, params)
-    path = f"{task['source_sha256'][:2]}/{task['source_sha256']}.png"
-    atomic_write_bytes(Path(out_dir) / path, encode_png(image, compression=3))
+    path, crop_sha256 = _write_crop(out_dir, "", image)
     box = dict(zip(("box_x", "box_y", "box_w", "box_h"), marks.face_box, strict=True))
     points = {
         f"{name}_{axis}": getattr(marks, name)[i]
@@ -138,10 +149,11 @@ def align_avatar_task(task: dict[str, Any], params: AlignParams, raw_dir: str, o
         **task,
         **box,
         **points,
-        "status": "ok",
+        "status": OK,
         "reason": "",
         "detail": "",
         "path": path,
+        "crop_sha256": crop_sha256,
         "eye_method": "renderer",
         "nose_method": "renderer",
         "mouth_method": "renderer",
@@ -168,25 +180,24 @@ def _run_chunk(kind: str, chunk: list[dict[str, Any]], params: AlignParams, raw_
 
 @dataclass
 class DomainReport:
-    """Counts of one domain (faces or avatars) for metrics/align.json."""
+    """The aligned manifest rows of one domain (faces or avatars), and what this run did to get there."""
 
-    input: int = 0
-    aligned: int = 0
-    resumed: int = 0
-    seconds: float = 0.0
-    rejected_by_reason: dict[str, int] | None = None
+    rows: list[dict[str, Any]]
+    work: dict[str, Any]
 
-    def metrics(self) -> dict[str, Any]:
-        rate = self.aligned / self.input if self.input else 0.0
-        fresh = self.input - self.resumed
-        return {
-            "input": self.input,
-            "aligned": self.aligned,
-            "rejected": self.input - self.aligned,
-            "rejected_by_reason": self.rejected_by_reason or {},
-            "detection_rate": round(rate, 4),
-            "images_per_s": round(fresh / self.seconds, 2) if self.seconds and fresh else 0.0,
-        }
+    @property
+    def input(self) -> int:
+        return len(self.rows)
+
+    @property
+    def aligned(self) -> int:
+        return sum(r["status"] == OK for r in self.rows)
+
+    def metrics(self) -> dict[str, int]:
+        return {"kept": self.aligned, "rejected": self.input - self.aligned}
+
+    def details(self) -> dict[str, Any]:
+        return {"input": self.input, "rejected_by_reason": count_reasons(self.rows)}
 
 
 def face_tasks(manifest: Path) -> list[dict[str, Any]]:
@@ -234,28 +245,37 @@ def align_domain(
     extra_meta: dict[str, Any],
     progress: bool,
 ) -> DomainReport:
-    """Align every task of one domain into `out_root/kind/`, skipping work an earlier run finished."""
-    out_dir, manifest = out_root / kind, out_root / f"{kind}.parquet"
-    remove_partials(out_dir)
-    done = {
-        k: r
-        for k, r in previous_rows(manifest, "source_sha256").items()
-        if r["status"] != "ok" or (out_dir / str(r["path"])).is_file()
-    }
-    rows = {t["source_sha256"]: {**t, **done[t["source_sha256"]]} for t in tasks if t["source_sha256"] in done}
-    pending = [t for t in tasks if t["source_sha256"] not in rows]
-    report = DomainReport(input=len(tasks), resumed=len(rows))
+    """Align every task of one domain into `out_root/kind/`, reusing what an earlier run made under the same key.
+
+    A row's key holds its task (the raw file's sha256 and the crawl's columns), every align param that shapes a
+    crop, and the code version of this module's imports: changing any of them recomputes the row.
+    """
+    out_dir = out_root / kind
+    code = code_version("pipeline.faces.align_run")
+    shaping = shaping_params(resolved(params), NOT_SHAPING)
+    for task in tasks:
+        task["result_key"] = result_key(canonical_json(task), shaping, code)
+    columns = FACE_COLUMNS if kind == "faces" else AVATAR_COLUMNS
+    output = ResumableOutput(
+        out_root / f"{kind}.parquet", out_dir, "source_sha256", columns, "crop_sha256", TRAIT_COLUMNS
+    )
     workers = params.workers or os.cpu_count() or 1
-    start = time.perf_counter()
-    bar = tqdm(total=len(tasks), initial=len(rows), desc=f"align {kind}", unit="img", disable=not progress)
-    with Journal(journal_path(manifest)) as journal:
+    with output:
+        rows: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            earlier = output.reusable(task["source_sha256"], task["result_key"], reuse_rejected=True)
+            if earlier is not None:
+                rows[task["source_sha256"]] = {**earlier, **task}
+        pending = [t for t in tasks if t["source_sha256"] not in rows]
+        work = {"reused": len(rows), "computed": len(pending)}
+        bar = tqdm(total=len(tasks), initial=len(rows), desc=f"align {kind}", unit="img", disable=not progress)
         results: Iterator[list[dict[str, Any]]]
         if workers == 1 or len(pending) <= params.chunk_size:
             _init_worker()
             results = (
                 _run_chunk(kind, c, params, str(raw_dir), str(out_dir)) for c in _chunks(pending, params.chunk_size)
             )
-            _consume(results, rows, journal, bar)
+            _consume(results, rows, output, bar)
         else:
             # spawn, not fork: forking a process that runs threads (a sandbox server, icrawler, OpenMP) can copy a
             # held lock into the child and hang it.
@@ -265,38 +285,71 @@ def align_domain(
                     pool.submit(_run_chunk, kind, c, params, str(raw_dir), str(out_dir))
                     for c in _chunks(pending, params.chunk_size)
                 ]
-                _consume((f.result() for f in futures), rows, journal, bar)
-    bar.close()
-    report.seconds = time.perf_counter() - start
-    ordered = [rows[k] for k in sorted(rows)]
-    columns = FACE_COLUMNS if kind == "faces" else AVATAR_COLUMNS
-    write_manifest(ordered, manifest, columns, {"align": resolved(params), **extra_meta}, nullable_int=TRAIT_COLUMNS)
-    Journal(journal_path(manifest)).remove()
-    prune_unreferenced(out_dir, {out_dir / str(r["path"]) for r in ordered if r["status"] == "ok"})
-    report.aligned = sum(r["status"] == "ok" for r in ordered)
-    report.rejected_by_reason = dict(Counter(r["reason"] for r in ordered if r["status"] != "ok").most_common())
-    return report
+                try:
+                    _consume((f.result() for f in futures), rows, output, bar)
+                except BaseException:  # Ctrl-C or a full disk: stop now instead of finishing the queued chunks
+                    for future in futures:
+                        future.cancel()
+                    raise
+        bar.close()
+        ordered = [rows[k] for k in sorted(rows)]
+        work["pruned"] = output.commit(ordered, {"align": resolved(params), **extra_meta})
+    return DomainReport(ordered, work)
 
 
 def _consume(
-    results: Iterator[list[dict[str, Any]]], rows: dict[str, dict[str, Any]], journal: Journal, bar: Any
+    results: Iterator[list[dict[str, Any]]], rows: dict[str, dict[str, Any]], output: ResumableOutput, bar: Any
 ) -> None:
     for chunk in results:
         for row in chunk:
             clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
             rows[row["source_sha256"]] = clean
-            journal.append(clean)
+            output.record(clean)
         bar.update(len(chunk))
 
 
-def run_align(params: Params, progress: bool = True) -> dict[str, Any]:
-    """Align the raw faces and avatars named by the crawl sections; returns the metrics of both domains.
+@dataclass
+class AlignReport:
+    """Both domains of one align run."""
+
+    faces: DomainReport
+    avatars: DomainReport
+    truth: dict[str, float]  # on synthetic photos: how often the outcome matches what was drawn, by kind
+
+    def metrics(self) -> dict[str, Any]:
+        """The state of the output, for metrics/align.json: few numbers, so `dvc metrics show` stays narrow."""
+        identities = len({r["identity"] for r in self.faces.rows if r["status"] == OK})
+        metrics: dict[str, Any] = {"faces": self.faces.metrics(), "avatars": self.avatars.metrics()}
+        metrics["identities"] = identities
+        if "all" in self.truth:
+            metrics["truth"] = self.truth["all"]
+        return metrics
+
+    def details(self) -> dict[str, Any]:
+        kept = {}
+        for row in self.faces.rows:
+            if row["status"] == OK:
+                kept[safe_name(str(row["identity"]))] = kept.get(safe_name(str(row["identity"])), 0) + 1
+        return {
+            "faces": self.faces.details(),
+            "avatars": self.avatars.details(),
+            "synthetic_truth": self.truth,
+            "kept_by_identity": dict(sorted(kept.items())),
+        }
+
+    def work(self) -> dict[str, Any]:
+        return {"faces": self.faces.work, "avatars": self.avatars.work}
+
+
+def run_align(params: Params, progress: bool = True) -> AlignReport:
+    """Align the raw faces and avatars named by the crawl sections.
 
     Raises:
         FileNotFoundError: when a crawl manifest is missing (run its crawl stage first).
+        StageError: when the disk fills up.
     """
     out_root = Path(params.align.out_dir)
-    metrics: dict[str, Any] = {}
+    reports: dict[str, DomainReport] = {}
     sources: list[tuple[str, Path, Path, Callable[[Path], list[dict[str, Any]]]]] = [
         ("faces", Path(params.crawl.faces.manifest), Path(params.crawl.faces.out_dir), face_tasks),
         ("avatars", Path(params.crawl.avatars.manifest), Path(params.crawl.avatars.out_dir), avatar_tasks),
@@ -304,19 +357,27 @@ def run_align(params: Params, progress: bool = True) -> dict[str, Any]:
     for kind, manifest, raw_dir, make_tasks in sources:
         if not manifest.exists():
             raise FileNotFoundError(f"{manifest} not found; run `dvc repro crawl_{kind}` first")
-        report = align_domain(
-            kind,
-            make_tasks(manifest),
-            raw_dir,
-            out_root,
-            params.align,
-            {"crawl": {kind: resolved(getattr(params.crawl, kind))}},
-            progress,
-        )
-        metrics[kind] = report.metrics()
-    metrics["faces"].update(ground_truth_rates(out_root / "faces.parquet", params.align.multiple_faces))
+        meta = {"crawl": {kind: resolved(getattr(params.crawl, kind))}}
+        try:
+            tasks = make_tasks(manifest)
+            reports[kind] = align_domain(kind, tasks, raw_dir, out_root, params.align, meta, progress)
+        except DiskFullError as exc:
+            raise StageError(
+                f"{exc}; free some space and re-run: the crops made so far are reused, and the earlier manifest "
+                "and its crops are unchanged"
+            ) from None
     write_sample_sheet(out_root, Path(params.align.samples), params.align)
-    return metrics
+    rates = ground_truth_rates(out_root / "faces.parquet", params.align.multiple_faces)
+    return AlignReport(reports["faces"], reports["avatars"], rates)
+
+
+def spread_sample(frame: pd.DataFrame, count: int, group: str = "identity") -> list[str]:
+    """Up to `count` paths taken round-robin over the groups (identities), so a sheet shows many people."""
+    if group not in frame.columns:
+        return sorted(frame["path"])[:count]
+    ordered = frame.sort_values([group, "path"])
+    rank = ordered.groupby(group, sort=False).cumcount()  # 0 for each identity's first photo, 1 for its second, …
+    return list(ordered.assign(rank=rank.to_numpy()).sort_values(["rank", group, "path"])["path"][:count])
 
 
 def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_domain: int = 24) -> None:
@@ -326,8 +387,7 @@ def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_do
     tiles: list[np.ndarray] = []
     for kind in ("faces", "avatars"):
         frame = pd.read_parquet(out_root / f"{kind}.parquet")
-        paths = sorted(frame.loc[frame["status"] == "ok", "path"])[:per_domain]
-        for path in paths:
+        for path in spread_sample(frame[frame["status"] == "ok"], per_domain):
             tile = cv2.cvtColor(cv2.imread(str(out_root / kind / path)), cv2.COLOR_BGR2RGB)
             for fx, fy in (params.left_eye, params.right_eye):  # where every eye should sit
                 centre = (round(fx * params.size), round(fy * params.size))
@@ -338,21 +398,24 @@ def write_sample_sheet(out_root: Path, target: Path, params: AlignParams, per_do
 
 
 def ground_truth_rates(manifest: Path, policy: str) -> dict[str, float]:
-    """On synthetic sandbox photos, how often the outcome matches what was drawn (one face, none, two)."""
+    """On synthetic sandbox photos, how often the outcome matches what was drawn (one face, none, two), and `all`."""
     frame = pd.read_parquet(manifest)
     if "synthetic" not in frame or not frame["synthetic"].fillna(False).astype(bool).any():
         return {}
     frame = frame[frame["synthetic"].fillna(False).astype(bool)]
+    right = pd.Series(False, index=frame.index)
     rates = {}
     # Two faces of about one size are `multiple_faces` under either policy; under "largest" a clearly larger one
     # may be kept instead.
-    two_ok = (frame["reason"] == "multiple_faces") | ((frame["status"] == "ok") & (policy == "largest"))
+    two_ok = (frame["reason"] == "multiple_faces") | ((frame["status"] == OK) & (policy == "largest"))
     for kind, good in (
-        ("single", frame["status"] == "ok"),
-        ("no_face", frame["status"] != "ok"),
+        ("single", frame["status"] == OK),
+        ("no_face", frame["status"] != OK),
         ("two_faces", two_ok),
     ):
         mask = frame["synthetic_kind"] == kind
+        right |= mask & good
         if mask.any():
             rates[f"synthetic_{kind}_correct"] = round(float(good[mask].mean()), 4)
+    rates["all"] = round(float(right.mean()), 4)
     return rates

@@ -6,9 +6,10 @@ import hashlib
 import html
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import cv2
 import numpy as np
@@ -21,7 +22,30 @@ PHOTO_EXTS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", 
 # Share of synthetic search results that are junk, as on the real web: the same photo at a second URL,
 # a resized re-upload of an earlier photo, and dead links.
 JUNK_RATES = {"copy": 0.04, "resized": 0.04, "dead": 0.02}
-_PHOTO_NAME = re.compile(r"(\d+)(-copy\d+|-resized\d+)?\.jpg")
+# The one grammar of photo URLs: /photos/<identity>/<n>.jpg, a copy or a resized re-upload of photo <n>, or a
+# dead link. The crawl reads ground truth back from these URLs, so it parses them with `photo_ref`, never a copy.
+_PHOTO_NAME = re.compile(r"(?:(\d+)(-copy\d+|-resized\d+)?|gone-(\d+))\.jpg")
+_PHOTO_PATH = re.compile(r"/photos/([^/?#]+)/([^/?#]+)$")
+
+
+@dataclass(frozen=True)
+class PhotoRef:
+    """What a sandbox photo URL names: whose photo, which one, and how it was served."""
+
+    identity: str  # the folder name (the safe name of a synthetic person)
+    index: int
+    variant: str  # "" for the photo itself, "-copy<n>", "-resized<n>", or "gone" for a dead link
+
+
+def photo_ref(url: str) -> PhotoRef | None:
+    """Parse a photo URL (any host, or the manifest's `sandbox:` prefix); None when it is not one."""
+    path = _PHOTO_PATH.search(url.split("?")[0])
+    name = _PHOTO_NAME.fullmatch(path.group(2)) if path else None
+    if path is None or name is None:
+        return None
+    if name.group(3) is not None:
+        return PhotoRef(unquote(path.group(1)), int(name.group(3)), "gone")
+    return PhotoRef(unquote(path.group(1)), int(name.group(1)), name.group(2) or "")
 
 
 def _draw(*parts: object) -> float:
@@ -149,10 +173,10 @@ async def photo(request: web.Request) -> web.StreamResponse:
     sandbox = request.app[SANDBOX_KEY]
     cfg = sandbox.cfg
     identity, name = request.match_info["identity"], request.match_info["name"]
-    match = _PHOTO_NAME.fullmatch(name)
-    if match is None:
+    ref = photo_ref(f"/photos/{quote(identity)}/{name}")
+    if ref is None or ref.variant == "gone":
         raise web.HTTPNotFound(text=f"no photo {name} of {identity}")
-    index, variant = int(match.group(1)), match.group(2) or ""
+    index, variant = ref.index, ref.variant
     if cfg.photos:
         files = folder_listing(cfg.photos).get(identity, ())
         if index >= len(files):

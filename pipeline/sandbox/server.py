@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
+from pathlib import Path
 from types import TracebackType
+from typing import Any, Literal
 
 from aiohttp import web
 
 from pipeline.core.params import SandboxParams
+from pipeline.core.reuse import code_version
 from pipeline.sandbox.app import create_app
 
 HOST = "127.0.0.1"  # the sandbox never listens beyond loopback
@@ -49,6 +53,7 @@ class SandboxServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._loop = self._runner = self._thread = None  # stopping twice is harmless
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -82,3 +87,31 @@ def serve_forever(cfg: SandboxParams, port: int, access_log: bool = False) -> No
     """Serve the sandbox in the foreground until interrupted (`i2c sandbox serve`)."""
     app = create_app(cfg)
     web.run_app(app, host=HOST, port=port, access_log=web.access_logger if access_log else None, print=None)
+
+
+def served_content(cfg: SandboxParams, part: Literal["avatars", "photos"]) -> dict[str, Any]:
+    """What decides the bytes the sandbox serves at a URL, as opposed to how fast: a crawl keeps the bytes it
+    downloaded only while this stays the same.
+
+    Avatars depend on the renderer's code and the faults (a `corrupt` fault can serve damaged bytes that still
+    decode); photos also on the seed of the synthetic people and on the files of a served photo folder. Latency,
+    Retry-After and the render cache change only timing.
+    """
+    content: dict[str, Any] = {
+        "code": code_version("pipeline.sandbox.app"),
+        "faults": cfg.faults.model_dump(mode="json", exclude={"latency_ms", "retry_after_s"}),
+    }
+    if part == "photos":
+        content.update(seed=cfg.seed, photos=_folder_fingerprint(cfg.photos))
+    return content
+
+
+def _folder_fingerprint(root: str | None) -> str | None:
+    """A hash of the names and sizes of a served photo folder's files: adding or replacing a photo changes it."""
+    if not root:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The `report` stage: one static HTML page of the pipeline, its metrics beside a baseline, curves and samples."""

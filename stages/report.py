@@ -1,0 +1,25 @@
+"""DVC stage `report`: one static HTML page of the whole pipeline, and every stage's metrics in one flat file."""
+
+from __future__ import annotations
+
+from pipeline.core.params import Params, load_params
+from pipeline.core.runner import run_stage
+from pipeline.report.build import build_report
+
+
+def main(given: Params | None = None) -> None:
+    """Run the stage with params.yaml, or with `given` params (the `i2c report` command passes its -S overrides)."""
+
+    def body() -> None:
+        params = given or load_params()
+        result = build_report(params)
+        print(
+            f"report: {result['stages']} stages, {result['metrics']} metrics in {params.report.summary}, "
+            f"{result['page_bytes'] / 1e6:.1f} MB page at {params.report.out} (compared with {result['baseline']})"
+        )
+
+    run_stage("report", body)
+
+
+if __name__ == "__main__":
+    main()
