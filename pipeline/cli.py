@@ -190,17 +190,19 @@ def align_eval_cmd(
     set_: list[str] | None = set_option("align.eye_method=geometry"),
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
     rows: Annotated[Path | None, typer.Option(help="write one row per annotated face (.parquet or .csv).")] = None,
+    subset: Annotated[str | None, typer.Option(help="score one subset only (lfw, voc).")] = None,
 ) -> None:
     """Detection recall and eye-centre error (NME) of the current align params on annotated photos."""
     import json
 
-    from pipeline.faces.align_run import align_config
     from pipeline.faces.landmark_eval import landmark_rows, summarise, write_landmark_rows
 
     if not (root / "annotations.csv").is_file():
         _fail(f"{root}/annotations.csv not found; pass --root <folder with annotations.csv and images/>")
-    cfg = align_config(with_overrides(params, set_).align)
-    table = landmark_rows(root, cfg)
+    try:
+        table = landmark_rows(root, with_overrides(params, set_).align, subset)
+    except ValueError as err:
+        _fail(str(err))
     figures = summarise(table)
     for name, value in figures.items():
         typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")
@@ -210,6 +212,45 @@ def align_eval_cmd(
         atomic_write_json(out, json.loads(json.dumps(figures, default=float)))
     if rows is not None:
         write_landmark_rows(table, rows)
+
+
+@align_app.command("check")
+def align_check_cmd(
+    faces_dev: Annotated[Path, typer.Option(help="folder of <identity>/<photos> to compose and align.")] = Path(
+        "../shared/data/faces-dev"
+    ),
+    landmarks: Annotated[Path, typer.Option(help="faces-landmarks folder (its VOC group photos).")] = Path(
+        "../shared/data/faces-landmarks"
+    ),
+    sandbox: Annotated[bool, typer.Option(help="also render and align the sandbox ground-truth set.")] = True,
+    stride: Annotated[int, typer.Option(min=1, help="compose every stride-th faces-dev photo.")] = 1,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: list[str] | None = set_option("align.verify=false"),
+    out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here.")] = None,
+) -> None:
+    """Precision and recall of the align params where the truth is known (README's goal table)."""
+    import functools
+
+    from pipeline.faces.align import align_face, face_boxes
+    from pipeline.faces.quality_eval import composite_rows, photo_rows, sandbox_rows, summarise_quality, voc_rows
+
+    for folder, what in ((faces_dev, "--faces-dev"), (landmarks / "annotations.csv", "--landmarks")):
+        if not folder.exists():
+            _fail(f"{folder} not found; pass {what} <folder>")
+    align = with_overrides(params, set_).align
+    aligner = functools.partial(align_face, params=align)
+    figures = summarise_quality(
+        sandbox=sandbox_rows(aligner) if sandbox else None,
+        voc=voc_rows(lambda rgb: face_boxes(rgb, align), landmarks),
+        composites=composite_rows(aligner, faces_dev, stride=stride),
+        photos=photo_rows(aligner, faces_dev),
+    )
+    for name, value in figures.items():
+        typer.echo(f"{name:>46}: {value:.4f}" if isinstance(value, float) else f"{name:>46}: {value}")
+    if out is not None:
+        from pipeline.core.storage import atomic_write_json
+
+        atomic_write_json(out, figures)
 
 
 if __name__ == "__main__":

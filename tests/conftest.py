@@ -28,6 +28,8 @@ def _checkout_files() -> dict[str, tuple[int, int]]:
     files = {}
     for folder, dirs, names in os.walk(REPO):
         dirs[:] = [d for d in dirs if d not in _DEBRIS and not d.endswith(".egg-info")]
+        if os.path.basename(folder) == ".dvc":
+            dirs[:] = [d for d in dirs if d != "tmp"]  # DVC's own lock and timestamp files, gitignored by DVC
         for name in names:
             stat = os.stat(os.path.join(folder, name))
             files[os.path.relpath(os.path.join(folder, name), REPO)] = (stat.st_size, stat.st_mtime_ns)

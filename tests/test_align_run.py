@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.params import Params, parse_params
+from pipeline.core.params import AlignParams, Params, parse_params
 from pipeline.crawl.avatars import crawl_avatars
 from pipeline.crawl.faces import crawl_faces
-from pipeline.faces.align import AlignConfig, align_face
+from pipeline.faces.align import align_face
 from pipeline.faces.align_run import run_align
 from pipeline.sandbox.photo import photo_kind, render_photo
 
@@ -115,7 +115,7 @@ def test_synthetic_photos_align_to_their_known_eyes() -> None:
             if photo_kind(name, index, 0) != "single":
                 continue
             render = render_photo(name, index, 0)
-            result = align_face(render.image, AlignConfig())
+            result = align_face(render.image, AlignParams())
             if result.status != "ok":
                 continue
             truth = render.faces[0]

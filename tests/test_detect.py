@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.core.params import AlignParams
+from pipeline.faces.align import find_face
 from pipeline.faces.detect import (
-    DetectConfig,
     ImageDecodeError,
     decode_image,
     detect_faces,
     face_frame_matrix,
-    find_face,
     sample_patch,
 )
 
@@ -89,12 +89,12 @@ def test_truncated_png_is_a_decode_error():
 )
 def test_config_rejects_bad_values_naming_the_field(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
-        DetectConfig(**kwargs)
+        AlignParams(**kwargs)
 
 
 def test_no_face_in_blank_or_noise():
     for rgb in (np.full((240, 320, 3), 128, np.uint8), np.random.default_rng(3).integers(0, 256, (240, 320, 3))):
-        det = find_face(rgb.astype(np.uint8), DetectConfig())
+        det = find_face(rgb.astype(np.uint8), AlignParams())
         assert (det.reason, det.box, det.n_faces) == ("no_face", None, 0)
 
 
@@ -120,7 +120,7 @@ def test_12_megapixel_photo_gives_the_same_box_as_the_original(name):
     factor = math.sqrt(12e6 / (w * h))
     big = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_LINEAR)
     factor = big.shape[1] / w
-    cfg = DetectConfig()
+    cfg = AlignParams()
     small_box = detect_faces(rgb, cfg)[0]
     big_box = [v / factor for v in detect_faces(big, cfg)[0]]
     # Measured over 85 single-face dev photos: median 1.8 %, so 5 % of the face width is a real failure.
@@ -142,10 +142,10 @@ def test_a_face_found_in_a_rotated_frame_maps_back_into_the_original(angle):
     for name in ROTATION_PHOTOS:
         rgb = decode_image((FACES_DEV / name).read_bytes())
         h, w = rgb.shape[:2]
-        upright = detect_faces(rgb, DetectConfig())[0]
+        upright = detect_faces(rgb, AlignParams())[0]
         turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
         rotated = cv2.warpAffine(rgb, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        box = detect_faces(rotated, DetectConfig(), angle_deg=-angle)[0]  # undo the turn, find, map back
+        box = detect_faces(rotated, AlignParams(), angle_deg=-angle)[0]  # undo the turn, find, map back
         expected = turn @ (upright[0] + upright[2] / 2 - 0.5, upright[1] + upright[3] / 2 - 0.5, 1.0)
         offsets.append(math.dist((box[0] + box[2] / 2 - 0.5, box[1] + box[3] / 2 - 0.5), expected) / upright[2])
         # sizes come in pyramid steps of scale_factor (10 %): one step apart after two resamplings is fine

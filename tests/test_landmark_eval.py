@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.faces.align import AlignConfig
+from pipeline.core.params import AlignParams
 from pipeline.faces.landmark_eval import (
     box_iou,
     evaluate_landmarks,
@@ -26,10 +26,12 @@ needs_landmarks = pytest.mark.skipif(not LANDMARKS.is_dir(), reason=f"ground-tru
 @pytest.fixture(scope="module")
 def metrics() -> dict:
     # Every 2nd image per subset (300 LFW + 5 VOC photos, 325 faces) keeps this near 25 s on a loaded 2-core box.
-    return evaluate_landmarks(LANDMARKS, AlignConfig(), stride=2)
+    # min_face 24 scans down to the cascade's native window: align keeps no face under min_face (40), but the
+    # detector's own recall is scored on every annotated face, some VOC ones as small as 37 px.
+    return evaluate_landmarks(LANDMARKS, AlignParams(min_face=24), stride=2)
 
 
-# Measured with the default AlignConfig on this sample (full set in brackets):
+# Measured with the default AlignParams on this sample (full set in brackets):
 #   recall IoU>=0.5 0.788 (0.793), IoU>=0.3 0.978 (0.977), centre within 0.5 IOD 0.963 (0.967);
 #   LFW eye NME median / p90: haar 0.033 / 0.087 (0.034 / 0.094), geometry 0.082 / 0.152, blend 0.048 / 0.102.
 # Each bound sits a little below (or above, for errors) what was measured.
@@ -40,6 +42,14 @@ def test_detection_recall_on_the_real_set(metrics):
     assert metrics["recall_iou30"] >= 0.95
     assert metrics["recall_centre"] >= 0.93
     assert metrics["subsets"]["voc"]["recall_iou30"] >= 0.85  # 23 of 25 group-photo faces
+
+
+@needs_landmarks
+def test_verification_keeps_nearly_every_real_face(metrics):
+    # Measured: 0.785 of 0.788 at IoU 0.5 on this sample (0.792 of 0.793 on the full set): the few faces it turns
+    # down have neither an eye the cascades find nor skin below the eyes (grey photos, hands over the face).
+    assert metrics["recall_iou50_verified"] >= metrics["recall_iou50"] - 0.03
+    assert metrics["recall_iou50_verified"] >= 0.74
 
 
 @needs_landmarks
@@ -80,9 +90,9 @@ def test_a_set_with_no_detectable_face_scores_zero_without_crashing(tmp_path):
     row = {"file": "images/blank/a.png", "x": 30, "y": 30, "w": 60, "h": 60,
            "left_eye_x": 45, "left_eye_y": 50, "right_eye_x": 75, "right_eye_y": 50}  # fmt: skip
     pd.DataFrame([row]).to_csv(tmp_path / "annotations.csv", index=False)
-    result = evaluate_landmarks(tmp_path, AlignConfig())
+    result = evaluate_landmarks(tmp_path, AlignParams())
     assert (result["n_faces"], result["recall_iou30"], result["n_eyes_scored"]) == (1, 0.0, 0)
     assert result["subsets"]["blank"]["recall_centre"] == 0.0
-    rows = landmark_rows(tmp_path, AlignConfig())
+    rows = landmark_rows(tmp_path, AlignParams())
     write_landmark_rows(rows, tmp_path / "out" / "rows.parquet")
     assert pd.read_parquet(tmp_path / "out" / "rows.parquet")["file"].tolist() == ["images/blank/a.png"]

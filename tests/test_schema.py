@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core import schema
-from pipeline.faces.detect import REJECT_REASONS
+from pipeline.faces.align import REJECT_REASONS
 
 
 def test_every_reason_a_stage_can_write_is_in_the_vocabulary() -> None:

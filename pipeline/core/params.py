@@ -173,17 +173,24 @@ class CrawlParams(_Section):
 
 
 class AlignParams(_Section):
-    """`align`: Haar face detection, eye landmarks and a similarity warp to size x size crops."""
+    """`align`: Haar face detection, a second opinion on every face, eye landmarks and a similarity warp.
+
+    This model is the configuration the library (`pipeline.faces`) receives; the bounds here are the only ones.
+    """
 
     size: int = Field(152, ge=16, le=1024)
     left_eye: tuple[float, float] = (0.35, 0.35)  # template position of the image-left eye, fractions of size
     right_eye: tuple[float, float] = (0.65, 0.35)
     eye_method: Literal["haar", "geometry", "blend"] = "haar"
     eyes_required: bool = False  # reject `no_eyes` instead of falling back to box geometry for a missed eye
-    multiple_faces: Literal["reject", "largest"] = "reject"
+    multiple_faces: Literal["reject", "largest"] = "largest"
     dominance: float = Field(2.0, ge=1.0, le=100.0)  # area ratio the largest face needs under "largest"
-    min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; smaller faces are `too_small`
+    min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; the scan never looks for smaller faces
     detect_max_side: int = Field(640, ge=64, le=8192)  # longest side of the grey copy the cascade scans
+    scale_factor: float = Field(1.1, gt=1.0, le=2.0)  # step between the cascade's pyramid levels
+    coarse_scale_factor: float | None = Field(1.25, gt=1.0, le=3.0)  # coarse pass that says where to scan; null = off
+    verify: bool = True  # a second opinion on every Haar box; boxes that fail it are `not_a_face`
+    verify_votes: int = Field(3, ge=0, le=100)  # windows of the second cascade that must agree with a box
     blur_threshold: float = Field(60.0, ge=0.0, le=100_000.0)  # Laplacian variance of the face patch
     try_rotations: tuple[float, ...] = (15.0, -15.0)  # in-plane angles tried when nothing is found upright
     workers: int = Field(0, ge=0, le=256)  # processes; 0 = all cores

@@ -32,7 +32,7 @@ REASONS: dict[str, str] = {
     "unsupported_format": "an image format the stage does not keep",
     "too_many_pixels": "more pixels than max_pixels (checked from the header, before decoding)",
     "corrupt": "the image does not decode completely",
-    "too_small": "a side below min_size (crawls) or a face narrower than min_face (align)",
+    "too_small": "a side below min_size (crawls)",
     # the face crawl
     "duplicate": "the same bytes as a better-ranked candidate",
     "near_duplicate": "within near_duplicate_distance dHash bits of a better-ranked photo of the same identity",
@@ -45,8 +45,9 @@ REASONS: dict[str, str] = {
     # align
     "missing_file": "the raw file named by the crawl manifest is gone",
     "decode_error": "the raw file does not decode",
-    "no_face": "no frontal face found upright or at the tried rotations",
+    "no_face": "no frontal face of at least min_face found upright or at the tried rotations",
     "profile": "only the profile cascade fires: a face seen from the side",
+    "not_a_face": "the frontal cascade fired, but verification turned every box down (alt2 votes, skin, eyes)",
     "multiple_faces": "more than one face, and multiple_faces says reject (or none dominates)",
     "blurry": "the face patch's Laplacian variance is below blur_threshold",
     "no_eyes": "eyes_required and the eye cascades missed an eye",

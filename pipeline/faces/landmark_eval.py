@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.faces.align import EYE_METHODS, AlignConfig, combine_eyes, geometric_eyes, search_eyes
-from pipeline.faces.detect import Box, decode_image, detect_faces, to_grey
+from pipeline.core.params import AlignParams
+from pipeline.faces.align import EYE_METHODS, check_box, combine_eyes
+from pipeline.faces.detect import Box, decode_image, make_scan, scan_frame, to_grey
+from pipeline.faces.eyes import geometric_eyes, search_eyes
 
 ANNOTATION_COLUMNS = ("file", "x", "y", "w", "h", "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y")
 MATCH_IOU = 0.3  # a detection this close to the truth is "the" face whose eyes are scored
@@ -52,12 +54,13 @@ def _nme(pred: tuple, truth: tuple, iod: float) -> float:
     return (math.dist(pred[0], truth[0]) + math.dist(pred[1], truth[1])) / 2 / iod
 
 
-def landmark_rows(root: Path, cfg: AlignConfig, subset: str | None = None, stride: int = 1) -> pd.DataFrame:
+def landmark_rows(root: Path, params: AlignParams, subset: str | None = None, stride: int = 1) -> pd.DataFrame:
     """One row per annotated face: detection overlap, centre distance and eye error for every eye method.
 
-    Detection is scored on all upright frontal boxes (`detect_faces`), so a photo's other people neither help
-    nor hurt. Eyes are scored on the detection with the best IoU when it reaches MATCH_IOU, with the same
-    search `align_face` runs, so the reject policy (e.g. a second face at the edge) does not hide errors.
+    Detection is scored on all upright frontal Haar boxes, and again on those that pass verification
+    (`best_iou_verified`), so a photo's other people neither help nor hurt. Eyes are scored on the detection
+    with the best IoU when it reaches MATCH_IOU, with the same search `align_face` runs, so the reject policy
+    (e.g. a second face at the edge) does not hide errors.
     `stride` keeps every stride-th image of each subset in file-name order, for a quicker fixed sample.
     """
     if stride < 1:
@@ -69,7 +72,9 @@ def landmark_rows(root: Path, cfg: AlignConfig, subset: str | None = None, strid
     for file, faces in table[table["file"].isin(kept)].groupby("file", sort=True):
         rgb = decode_image((Path(root) / file).read_bytes())
         grey = to_grey(rgb)
-        boxes = detect_faces(rgb, cfg.detect)
+        found = scan_frame(make_scan(grey, params), 0.0)
+        boxes = [box for box, _ in found]
+        verified = [c.box for c in (check_box(rgb, grey, box, conf, 0.0, params) for box, conf in found) if c.face]
         for face in faces.itertuples(index=False):
             truth_box = (face.x, face.y, face.w, face.h)
             truth_eyes = ((face.left_eye_x, face.left_eye_y), (face.right_eye_x, face.right_eye_y))
@@ -78,13 +83,14 @@ def landmark_rows(root: Path, cfg: AlignConfig, subset: str | None = None, strid
             ious = [box_iou(b, truth_box) for b in boxes]
             centre_dists = [math.dist((b[0] + b[2] / 2, b[1] + b[3] / 2), centre) / iod for b in boxes]
             row = {"file": file, "subset": face.subset, "iod": iod, "n_detections": len(boxes),
-                   "best_iou": max(ious, default=0.0), "centre_dist": min(centre_dists, default=math.inf)}  # fmt: skip
+                   "best_iou": max(ious, default=0.0), "centre_dist": min(centre_dists, default=math.inf),
+                   "best_iou_verified": max((box_iou(b, truth_box) for b in verified), default=0.0)}  # fmt: skip
             matched = row["best_iou"] >= MATCH_IOU
             row["matched"] = matched
             if matched:
                 box = boxes[int(np.argmax(ious))]
-                haar = search_eyes(grey, box, 0.0, cfg)
-                geometric = geometric_eyes(box, 0.0, cfg)
+                haar = search_eyes(grey, box, 0.0)
+                geometric = geometric_eyes(box, 0.0)
                 row["haar_eyes_found"] = sum(e is not None for e in haar)
                 for method in EYE_METHODS:
                     left, right, label = combine_eyes(haar, geometric, method)
@@ -102,6 +108,7 @@ def summarise(rows: pd.DataFrame) -> dict[str, float | int]:
         "n_faces": len(rows),
         "recall_iou50": float((rows["best_iou"] >= 0.5).mean()),
         "recall_iou30": float((rows["best_iou"] >= 0.3).mean()),
+        "recall_iou50_verified": float((rows["best_iou_verified"] >= 0.5).mean()),
         "recall_centre": float((rows["centre_dist"] <= CENTRE_TOLERANCE).mean()),
         "median_best_iou": float(rows["best_iou"].median()),
         "n_eyes_scored": len(matched),
@@ -120,19 +127,19 @@ def summarise(rows: pd.DataFrame) -> dict[str, float | int]:
     return out
 
 
-def evaluate_landmarks(root: Path, cfg: AlignConfig, subset: str | None = None, stride: int = 1) -> dict:
+def evaluate_landmarks(root: Path, params: AlignParams, subset: str | None = None, stride: int = 1) -> dict:
     """Detection recall (IoU >= 0.5, >= 0.3, centre within 0.5 IOD) and eye NME, overall and per subset.
 
     Args:
         root: folder with annotations.csv and images/<subset>/... (e.g. shared/data/faces-landmarks).
-        cfg: the alignment settings under test.
+        params: the `align` params under test.
         subset: score one subset only ("lfw", "voc").
         stride: score every stride-th image per subset (1 = all).
 
     Returns:
         `summarise` of all faces, plus "subsets": {name: summarise(rows of that subset)}.
     """
-    rows = landmark_rows(root, cfg, subset, stride)
+    rows = landmark_rows(root, params, subset, stride)
     result: dict = summarise(rows)
     result["subsets"] = {name: summarise(part) for name, part in rows.groupby("subset", sort=True)}
     return result
