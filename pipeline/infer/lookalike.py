@@ -14,13 +14,13 @@ from pipeline.core.params import AlignParams
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import ShardDataset
 from pipeline.faces.align import AlignResult, align_bytes
-from pipeline.faces.align_run import align_config
 from pipeline.models.face_encoder import FaceEncoder
 
 # What each align reject means to someone who handed us one photo.
 REJECTS = {
     "decode_error": "is not an image that can be decoded (JPEG, PNG, WebP, BMP, ...)",
     "no_face": "shows no face the detector can find; use a frontal, well-lit photo",
+    "not_a_face": "shows nothing the detector confirms as a face; use a frontal, well-lit photo",
     "multiple_faces": "shows several faces of similar size; crop it to one person",
     "too_small": "has a face too small to align; use a larger or closer photo",
     "profile": "shows a face in profile; use a frontal photo",
@@ -61,7 +61,7 @@ def align_photo(data: bytes, encoder: FaceEncoder, name: str = "the photo") -> A
             f"the align params saved in f.pt do not fit this version ({exc.errors()[0]['msg']}); "
             "re-train f with `dvc repro pretrain_f`"
         ) from None
-    result = align_bytes(data, align_config(params))
+    result = align_bytes(data, params)
     if result.status != "ok" or result.image is None:
         why = REJECTS.get(result.reason, f"was rejected by the aligner ({result.reason})")
         raise LookalikeError(f"{name} {why}")
