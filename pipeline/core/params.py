@@ -315,6 +315,23 @@ class PretrainFParams(LoopParams):
     checkpoint_dir: str = "models/checkpoints/pretrain_f"  # the resume state after a kill
 
 
+class TrainParams(LoopParams):
+    """`train`: the optimiser and step loop shared by the GAN stages (`train_dcgan`, `train_dtn`).
+
+    `dvc exp run -S train.lr=0.0002` changes exactly the stages that read this section; `pretrain_f` and
+    `train_cam` keep their own optimiser keys.
+    """
+
+    steps: int = Field(600, ge=1, le=10_000_000)
+    batch_size: int = Field(64, ge=1, le=100_000)
+    lr: float = Field(0.0002, gt=0, le=1)  # Adam learning rate of every network (DCGAN's 0.0002)
+    beta1: float = Field(0.5, ge=0, lt=1)  # Adam beta1 (DCGAN's 0.5)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    log_every: int = Field(20, ge=1)
+    eval_every: int = Field(100, ge=1)  # steps between sample grids
+    checkpoint_every: int = Field(100, ge=1)
+
+
 class ReportParams(_Section):
     """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
 
@@ -332,6 +349,7 @@ class Params(_Section):
     align: AlignParams = AlignParams()
     pack: PackParams = PackParams()
     pretrain_f: PretrainFParams = PretrainFParams()
+    train: TrainParams = TrainParams()
     report: ReportParams = ReportParams()
 
 
