@@ -206,6 +206,58 @@ def lookalike_cmd(
         _fail(str(exc))
 
 
+@app.command("train-cam")
+def train_cam_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("cam.head=fc")) -> None:
+    """Train the CAM model as the `train_cam` stage does (resumable; writes models/cam.pt, metrics and overlays)."""
+    from stages import train_cam
+
+    train_cam.main(with_overrides(params, set_))
+
+
+@app.command("cam")
+def cam_cmd(
+    source: Annotated[Path, typer.Argument(help="a photo (JPEG, PNG, ...) or a video (MP4, AVI, ...).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="overlay to write: .png for a photo, .gif or .mp4 for a video.")
+    ],
+    model: Annotated[Path | None, typer.Option(help="cam.pt to use (default: cam.model).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: list[str] | None = set_option("cam.model=models/cam.pt"),
+) -> None:
+    """Where is the face? The CAM model's heat map, predicted identity and box on a photo or every video frame."""
+    from pipeline.infer.cam import CamInputError, cam_photo, cam_video, read_photo, video_frames
+    from pipeline.models.cam import load_cam
+    from pipeline.train.checkpoint import CheckpointError
+
+    if not source.is_file():
+        _fail(f"{source} not found; pass the path of a photo or a video")
+    model = model or Path(with_overrides(params, set_).cam.model)
+    try:
+        cam = load_cam(model)
+        rgb = read_photo(source)
+        if rgb is not None:
+            answer = cam_photo(cam, rgb, out)
+            where = (
+                "no box (a flat map)"
+                if answer.box is None
+                else "box x={:.0f} y={:.0f} w={:.0f} h={:.0f}".format(*answer.box)
+            )
+            typer.echo(f"{answer.identity} {answer.probability:.1%}; {where}; wrote {out}")
+            return
+        video = video_frames(source)
+        if video is None:
+            raise CamInputError(
+                f"{source} is neither a photo nor a video OpenCV can read; pass a JPEG/PNG photo or an MP4/AVI video"
+            )
+        answers = cam_video(cam, *video, out)
+        if not answers:
+            raise CamInputError(f"{source} has no frame to read")
+        boxed = sum(a.box is not None for a in answers)
+        typer.echo(f"{len(answers)} frames, {boxed} with a box; wrote {out}")
+    except (FileNotFoundError, CheckpointError, CamInputError, ParamsError) as exc:
+        _fail(str(exc))
+
+
 @align_app.command("eval")
 def align_eval_cmd(
     root: Annotated[Path, typer.Option(help="faces-landmarks folder (annotations.csv + images/).")] = Path(

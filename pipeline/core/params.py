@@ -344,6 +344,51 @@ class TrainParams(LoopParams):
     checkpoint_every: int = Field(100, ge=1)
 
 
+class CamParams(LoopParams):
+    """`train_cam`: VGG-GAP (Zhou et al. 2016) on the uncropped photos of <pack.out_dir>/photos, identity labels only.
+
+    Trains on `train`, selects on `val` top-1, reports top-1 and localisation (box vs the Haar box) on `test`.
+    """
+
+    steps: int = Field(300, ge=1, le=10_000_000)
+    batch_size: int = Field(32, ge=1, le=100_000)
+    eval_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    head: Literal["gap", "fc"] = "gap"  # gap: conv5-3 -> 3x3 conv -> GAP -> softmax (a CAM); fc: VGG-ORG's FC head
+    init: Literal["f", "scratch"] = "f"  # f: conv1..conv5-3 from pretrain_f.model (same width and batch_norm)
+    input_size: int = Field(128, ge=32, le=1024, multiple_of=16)  # the photo is resized to this; the map is 1/16
+    width: float = Field(0.125, gt=0, le=4)  # multiplier of every conv (and FC) width; 1 = paper scale
+    batch_norm: bool = True
+    cam_channels: int = Field(1024, ge=1, le=8192)  # the added 3x3 conv, before the width multiplier
+    dropout: float = Field(0.5, ge=0, lt=1)  # after each hidden FC of the fc head
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(0.002, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD momentum, or AdamW's beta1
+    weight_decay: float = Field(0.05, ge=0, le=1)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(20, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: AugmentParams = AugmentParams()
+    threshold: float = Field(0.2, gt=0, lt=1)  # a region is the map above this share of its peak (the paper's 0.2)
+    boxes: Literal["largest", "every"] = "largest"  # the largest region's box | one box around every region
+    min_iou: float = Field(0.5, gt=0, le=1)  # a test photo is localised when its box has IoU >= this with Haar's
+    occlusion_patch: int = Field(32, ge=1, le=1024)  # fc head: the occluding patch's side in input pixels
+    occlusion_stride: int = Field(16, ge=1, le=1024)
+    overlays: int = Field(16, ge=1, le=256)  # test photos in the overlay sheet (the first ones of the split)
+    model: str = "models/cam.pt"
+    metrics: str = "metrics/cam.json"
+    details: str = "reports/details/cam.json"  # per-identity accuracy, IoU spread, the floors, the selected step
+    run_log: str = "reports/runs/train_cam.json"  # this run's steps, speed and resume (not a DVC output)
+    live_dir: str = "reports/train_cam"  # dvclive curves and the overlay images
+    checkpoint_dir: str = "models/checkpoints/train_cam"  # the resume state after a kill
+
+    @model_validator(mode="after")
+    def _occlusion(self) -> CamParams:
+        if self.head == "fc" and self.occlusion_patch > self.input_size:
+            raise ValueError(f"occlusion_patch {self.occlusion_patch} exceeds input_size {self.input_size}")
+        return self
+
+
 class ReportParams(_Section):
     """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
 
@@ -362,6 +407,7 @@ class Params(_Section):
     pack: PackParams = PackParams()
     pretrain_f: PretrainFParams = PretrainFParams()
     train: TrainParams = TrainParams()
+    cam: CamParams = CamParams()
     report: ReportParams = ReportParams()
 
 

@@ -1,0 +1,174 @@
+"""`i2c cam`: the trained CAM model on a photo or on every frame of a video: heat map, predicted identity, box."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.dataset.loader import to_model_input
+from pipeline.dataset.shards import letterbox
+from pipeline.evaluate.cam_boxes import Box, cam_box, draw_overlay
+from pipeline.faces.detect import ImageDecodeError, decode_image
+from pipeline.models.cam import CamClassifier, heat_maps
+
+PHOTO_OUT = (".png",)
+VIDEO_OUT = (".gif", ".mp4")
+GIF_MAX_SIDE = 480  # GIF frames are palette images of the whole video in memory: keep them small
+
+
+class CamInputError(ValueError):
+    """The input is neither a photo nor a video, or the output type does not fit it; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class FrameAnswer:
+    """The model's answer for one photo or frame, in that image's pixels.
+
+    Attributes:
+        identity / probability: the predicted identity and its softmax probability.
+        box: the CAM box (None for a flat map); regions: every region's box that `box` came from.
+        heat: the (H, W) map in [0, 1].
+    """
+
+    identity: str
+    probability: float
+    box: Box | None
+    regions: list[Box]
+    heat: np.ndarray
+
+
+def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int]]:
+    """(photo_size, threshold, box mode, occlusion) as train_cam evaluated the model (saved in cam.pt)."""
+    params = model.info.get("params", {})
+    occlusion = (int(params.get("occlusion_patch", 32)), int(params.get("occlusion_stride", 16)))
+    return (
+        int(model.info.get("photo_size", 256)),
+        params.get("threshold", 0.2),
+        params.get("boxes", "largest"),
+        occlusion,
+    )
+
+
+@torch.no_grad()
+def answer_frames(model: CamClassifier, frames: list[np.ndarray]) -> list[FrameAnswer]:
+    """Letterbox RGB frames as `pack` did, run the model, and map each heat map and box back onto the frame."""
+    side, threshold, mode, occlusion = _settings(model)
+    fits = [letterbox(frame, side) for frame in frames]
+    device = next(model.parameters()).device
+    batch = torch.from_numpy(np.stack([square for square, _ in fits])).to(device)  # (B, side, side, 3)
+    logits, maps = heat_maps(model.net, to_model_input(batch, model.input_size), side, occlusion)
+    probabilities = logits.softmax(dim=1)
+    answers = []
+    for frame, (_, fit), heat, p in zip(frames, fits, maps.numpy(), probabilities, strict=True):
+        # the part of the square the photo fills, stretched back to the photo's own pixels
+        inner = heat[fit.pad_y : fit.pad_y + round(fit.raw_height * fit.scale_y), fit.pad_x :]
+        inner = inner[:, : round(fit.raw_width * fit.scale_x)]
+        heat_full = cv2.resize(inner, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+        box, regions = cam_box(heat_full, threshold, mode)
+        top = int(p.argmax())
+        answers.append(FrameAnswer(model.labels[top], float(p[top]), box, regions, heat_full))
+    return answers
+
+
+def render(frame: np.ndarray, answer: FrameAnswer) -> np.ndarray:
+    """The frame under its heat map, with the box(es) and `identity probability` written on it."""
+    drawn = answer.regions if len(answer.regions) > 1 else ([answer.box] if answer.box is not None else [])
+    return draw_overlay(frame, answer.heat, drawn, text=f"{answer.identity} {answer.probability:.0%}")
+
+
+def read_photo(path: Path) -> np.ndarray | None:
+    """The RGB pixels when `path` is a still image (EXIF rotation applied), else None."""
+    try:
+        return decode_image(path.read_bytes())
+    except ImageDecodeError:
+        return None
+
+
+def video_frames(path: Path) -> tuple[Iterator[np.ndarray], int, float] | None:
+    """(RGB frames, frame count or 0 when unknown, fps) when OpenCV can read `path` as a video, else None."""
+    capture = cv2.VideoCapture(str(path))
+    ok, first = capture.read() if capture.isOpened() else (False, None)
+    if not ok or first is None:
+        capture.release()
+        return None
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) or 25.0
+
+    def frames() -> Iterator[np.ndarray]:
+        frame = first
+        try:
+            while frame is not None:
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                ok, frame = capture.read()
+                frame = frame if ok else None
+        finally:
+            capture.release()
+
+    return frames(), count, fps
+
+
+def check_output(out: Path, allowed: tuple[str, ...], what: str) -> None:
+    """Refuse an output suffix that cannot hold `what`."""
+    if out.suffix.lower() not in allowed:
+        raise CamInputError(f"{out}: the overlay of {what} is written as {' or '.join(allowed)}; change -o")
+
+
+def cam_photo(model: CamClassifier, rgb: np.ndarray, out: Path) -> FrameAnswer:
+    """Write the photo's overlay PNG; returns the answer."""
+    from pipeline.core.viz import save_png
+
+    check_output(out, PHOTO_OUT, "a photo")
+    answer = answer_frames(model, [rgb])[0]
+    save_png(out, render(rgb, answer))
+    return answer
+
+
+def cam_video(
+    model: CamClassifier, frames: Iterator[np.ndarray], count: int, fps: float, out: Path, batch: int = 16
+) -> list[FrameAnswer]:
+    """Write every frame's overlay as an MP4 (OpenCV) or GIF (Pillow), with a progress bar; returns the answers."""
+    check_output(out, VIDEO_OUT, "a video")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gif = out.suffix.lower() == ".gif"
+    writer, pictures, answers = None, [], []
+    source = iter(frames)
+    try:
+        with tqdm(total=count or None, desc=f"cam {out.name}", unit="frame") as bar:
+            while chunk := list(islice(source, batch)):
+                for shown, answer in zip(chunk, answer_frames(model, chunk), strict=True):
+                    picture = render(shown, answer)
+                    answers.append(answer)
+                    if gif:
+                        pictures.append(_shrink(picture, GIF_MAX_SIDE))
+                        continue
+                    if writer is None:
+                        size = (picture.shape[1], picture.shape[0])
+                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                        if not writer.isOpened():
+                            raise CamInputError(f"OpenCV cannot write {out} (no MP4 encoder here); use -o out.gif")
+                    writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                bar.update(len(chunk))
+    finally:
+        if writer is not None:
+            writer.release()
+    if gif and pictures:
+        from PIL import Image
+
+        images = [Image.fromarray(p) for p in pictures]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return answers
+
+
+def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    scale = max_side / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)

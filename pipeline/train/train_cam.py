@@ -1,0 +1,305 @@
+"""`train_cam`: VGG-GAP (or the FC head) on the uncropped photo shards, then top-1 and CAM-box localisation on test."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.core.params import CamParams, Params, resolved
+from pipeline.core.reuse import code_version, shaping_params
+from pipeline.core.viz import image_grid
+from pipeline.dataset.loader import Augment, ShardDataset, ShardStream, to_model_input
+from pipeline.evaluate.cam_boxes import Box, cam_box, draw_overlay, floor, iou
+from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
+from pipeline.models.cam import build_cam_model, heat_maps, save_cam
+from pipeline.models.face_encoder import ARCH_KEYS as F_ARCH_KEYS
+from pipeline.models.face_encoder import F_FORMAT
+from pipeline.train.checkpoint import RunKey, load_checkpoint
+from pipeline.train.loop import Trainer, eval_batches, lr_factor
+from pipeline.train.pretrain_f import FaceData, classifier_step, count_split, make_optimizer, read_faces
+from pipeline.train.runtime import Runtime, runtime
+
+# Keys of the section that never change the trained weights. The box keys (threshold, boxes, min_iou, occlusion_*)
+# shape only the evaluation, which every run redoes; they stay in the key anyway, so cam.pt always says what made it.
+NOT_SHAPING = (
+    "log_every",
+    "checkpoint_every",
+    "overlays",
+    "model",
+    "metrics",
+    "details",
+    "run_log",
+    "live_dir",
+    "checkpoint_dir",
+)
+# pack's BOX_COLUMNS (pipeline.dataset.shards; a test keeps them equal). Importing shards would tie this stage's code
+# version to the Haar detector that pack imports, and retrain CAM on every change of align's code.
+BOX_COLUMNS = ("box_x", "box_y", "box_w", "box_h")
+CHECKPOINT_FILE = "last.pt"
+OVERLAY_FILE = "test_overlays.png"
+IOU_BINS = 10
+
+
+class CamError(ValueError):
+    """The photo shards or f cannot train the CAM model as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CamResult:
+    """What a train_cam run produced: the flat metrics, the long details, and what the run itself did."""
+
+    metrics: dict[str, Any]
+    details: dict[str, Any]
+    run: dict[str, Any]
+
+
+def read_photos(root: Path) -> FaceData:
+    """The photo shards' splits and label map; every row must carry its Haar box.
+
+    Raises:
+        CamError: when the index has no box columns (shards packed by an older `pack`).
+        pipeline.train.pretrain_f.PretrainError: when there are no labels or the train or test split is empty.
+        pipeline.dataset.loader.ShardError: for a missing or damaged shard.
+    """
+    data = read_faces(root)
+    missing = [c for c in BOX_COLUMNS if c not in data.train.index.columns]
+    if missing:
+        raise CamError(f"{root}/index.parquet lacks the Haar box columns {missing}; re-run `dvc repro pack`")
+    return data
+
+
+def haar_boxes(data: ShardDataset) -> list[Box]:
+    """The Haar face box of every sample of a split, in shard pixels, in split order."""
+    return [Box(*map(float, row)) for row in data.index[list(BOX_COLUMNS)].to_numpy()]
+
+
+def f_conv_stack(section: CamParams, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """conv1..conv5-3 of f (`features.*` weights) and the sha256 of f.pt, for `cam.init: f`.
+
+    Raises:
+        CamError: when f.pt is missing or its conv stack has another width or batch_norm than the cam section.
+        pipeline.train.checkpoint.CheckpointError: when f.pt is corrupt.
+    """
+    if not path.is_file():
+        raise CamError(f"{path} not found; run `dvc repro pretrain_f` first, or set cam.init=scratch")
+    payload = load_checkpoint(path, F_FORMAT)
+    arch = {key: payload["arch"][key] for key in F_ARCH_KEYS}
+    for key in ("width", "batch_norm"):
+        if arch[key] != getattr(section, key):
+            raise CamError(
+                f"cam.{key}={getattr(section, key)!r} but f ({path}) was trained with {key}={arch[key]!r}; "
+                f"set cam.{key}={arch[key]!r} or cam.init=scratch"
+            )
+    state = {k.removeprefix("features."): v for k, v in payload["state"].items() if k.startswith("features.")}
+    return state, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def build(section: CamParams, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of the section and its constructor arguments (saved in cam.pt)."""
+    arch = {
+        "head": section.head,
+        "num_classes": num_classes,
+        "input_size": section.input_size,
+        "width": section.width,
+        "batch_norm": section.batch_norm,
+        "cam_channels": section.cam_channels,
+        "dropout": section.dropout,
+    }
+    return build_cam_model(**arch), arch
+
+
+def run_key(section: CamParams, data_id: str) -> RunKey:
+    """What the weights depend on: the shaping params (threads left out), the code version, the data (and f)."""
+    params = shaping_params(resolved(section), NOT_SHAPING)
+    params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}
+    return RunKey(params, code_version("pipeline.train.train_cam"), data_id)
+
+
+def localise(rt: Runtime, model: nn.Module, data: ShardDataset, section: CamParams) -> dict[str, float]:
+    """Localisation of a split summed over every rank: localised share, mean IoU, an IoU histogram, regions/photo.
+
+    The box is that of the predicted class's map, as `i2c cam` draws it: no label is looked at.
+    """
+    truths = dict(zip(data.rows.tolist(), haar_boxes(data), strict=True))
+    side, totals = int(data.image_shape[0]), torch.zeros(4 + IOU_BINS, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    for batch, keep in eval_batches(rt, data, section.batch_size):
+        if not keep.any():
+            continue
+        x = rt.memory_format(to_model_input(rt.to_device(batch["image"][keep]), section.input_size))
+        with rt.autocast():
+            _, maps = heat_maps(model, x, side, (section.occlusion_patch, section.occlusion_stride))
+        for row, heat in zip(batch["index"][keep].tolist(), maps.numpy(), strict=True):
+            box, found = cam_box(heat, section.threshold, section.boxes)
+            value = iou(box, truths[row]) if box is not None else 0.0
+            totals[:4] += torch.tensor([1.0, value >= section.min_iou, value, len(found)], dtype=torch.float64)
+            totals[4 + min(IOU_BINS - 1, int(value * IOU_BINS))] += 1
+    model.train(was_training)
+    totals = rt.all_sum(totals)
+    n = max(1.0, float(totals[0]))
+    return {
+        "localised": float(totals[1]) / n,
+        "mean_iou": float(totals[2]) / n,
+        "regions_per_photo": float(totals[3]) / n,
+        "iou_histogram": [int(v) for v in totals[4:].tolist()],
+    }
+
+
+@torch.no_grad()
+def overlay_sheet(model: nn.Module, data: ShardDataset, labels: list[str], section: CamParams) -> np.ndarray:
+    """The first `overlays` test photos: heat map, CAM box (green), Haar box (magenta), `true>predicted IoU`."""
+    batch = data.gather(np.arange(min(section.overlays, len(data))))
+    device = next(model.parameters()).device
+    x = to_model_input(batch["image"].to(device), section.input_size)
+    side = int(data.image_shape[0])
+    logits, maps = heat_maps(model, x, side, (section.occlusion_patch, section.occlusion_stride))
+    truths = dict(zip(data.rows.tolist(), haar_boxes(data), strict=True))
+    tiles = []
+    for image, heat, row, true, predicted in zip(
+        batch["image"].numpy(),
+        maps.numpy(),
+        batch["index"].tolist(),
+        batch["label"].tolist(),
+        logits.argmax(1).tolist(),
+        strict=True,
+    ):
+        box, found = cam_box(heat, section.threshold, section.boxes)
+        truth = truths[row]
+        value = iou(box, truth) if box is not None else 0.0
+        text = f"{labels[true][:8]}>{labels[predicted][:8]} IoU {value:.2f}"
+        drawn = found if section.boxes == "every" else ([box] if box is not None else [])
+        tiles.append(draw_overlay(image, heat, drawn, truth, text))
+    return image_grid(tiles, cols=4, pad=3)
+
+
+def flat_metrics(
+    test: ClassCounts, located: dict[str, float], floors: dict[str, float], val: dict[str, float], data: FaceData, step
+) -> dict[str, Any]:
+    """The few numbers of metrics/cam.json: top-1 beside chance, localisation beside the mean-box floor."""
+    n = len(data.labels)
+    metrics = {
+        "test_top1": round(test.topk(1), 4),
+        "chance_top1": round(chance_topk(1, n), 4),
+        "majority_top1": round(majority_share([total for _, total in test.per_class()]), 4),
+        "localised": round(located["localised"], 4),
+        "floor_localised": round(floors["prior_localised"], 4),
+        "mean_iou": round(located["mean_iou"], 4),
+        "floor_mean_iou": round(floors["prior_mean_iou"], 4),
+        "identities": n,
+        "test_images": test.total,
+        "train_images": len(data.train),
+        "selected_step": step,
+    }
+    if "val/top1" in val:
+        metrics["val_top1"] = round(val["val/top1"], 4)
+    return metrics
+
+
+def details(
+    section: CamParams, test: ClassCounts, located: dict[str, Any], floors: dict[str, float], labels: list[str], best
+) -> dict[str, Any]:
+    """The long breakdown: the map used, IoU histogram, both floors, per-identity accuracy, the selected step."""
+    per_identity = {
+        labels[i]: round(correct / total, 4) if total else None for i, (correct, total) in enumerate(test.per_class())
+    }
+    return {
+        "map": "class activation map" if section.head == "gap" else "occlusion (FC head has no CAM)",
+        "boxes": section.boxes,
+        "threshold": section.threshold,
+        "iou_histogram": {f"{i / IOU_BINS:.1f}": c for i, c in enumerate(located["iou_histogram"])},
+        "regions_per_photo": round(located["regions_per_photo"], 3),
+        "floors": {k: round(v, 4) for k, v in floors.items()},
+        "test_accuracy_per_identity": per_identity,
+        "selected": {
+            "step": int(best["step"]),
+            **{k.replace("/", "_"): round(v, 4) for k, v in best["metrics"].items()},
+        },
+    }
+
+
+def train_cam(params: Params, say: Callable[[str], None] = print) -> CamResult:
+    """Train per params.cam on `<pack.out_dir>/photos`; writes cam.pt and the plots, returns the numbers.
+
+    Raises:
+        CamError, pipeline.train.pretrain_f.PretrainError: for data or an f that cannot train the model.
+        pipeline.train.checkpoint.CheckpointError: for a corrupt or foreign checkpoint or f.pt.
+    """
+    section = params.cam
+    data = read_photos(Path(params.pack.out_dir) / "photos")
+    labels, size = data.labels, section.input_size
+    data_id = data.data_id
+    if section.init == "f":
+        f_state, f_id = f_conv_stack(section, Path(params.pretrain_f.model))
+        data_id = f"{data_id}+f:{f_id}"
+    with runtime(section.runtime, section.seed) as rt:
+        model, arch = build(section, len(labels))
+        if section.init == "f":
+            model.features.load_state_dict(f_state)
+        net = rt.prepare(model)
+        trainer = Trainer(
+            rt,
+            section,
+            {"model": model},
+            {"model": make_optimizer(section, model)},  # type: ignore[arg-type]  # the same optimiser keys
+            run_key(section, data_id),
+            checkpoint=Path(section.checkpoint_dir) / CHECKPOINT_FILE,
+            live_dir=Path(section.live_dir),
+            select=(lambda m: (m["val/top1"], -m["val/loss"])) if len(data.val) else None,
+            lr_at=lambda step: lr_factor(step, section.steps, section.warmup_steps, section.schedule),
+        )
+        message = trainer.start()
+        if rt.is_main:
+            say(f"train_cam: {message}")
+        augment = Augment(**section.augment.model_dump())
+        stream = ShardStream(data.train, section.batch_size, shuffle=True, seed=section.seed, drop_last=True)
+        if len(stream) == 0:
+            raise CamError(
+                f"{len(data.train)} training photos over {rt.world_size} rank(s) make no batch of "
+                f"{section.batch_size}; lower cam.batch_size"
+            )
+        train_step = classifier_step(rt, net, trainer, size, augment, section.label_smoothing)
+
+        def evaluate() -> dict[str, float]:
+            counts = count_split(rt, model, data.val, size, section.batch_size)
+            out = {"val/top1": counts.topk(1), "val/loss": counts.loss()}
+            if section.head == "gap":  # the CAM is free; the FC head's occlusion map costs a forward pass per patch
+                located = localise(rt, model, data.val, section)
+                out.update({"val/localised": located["localised"], "val/mean_iou": located["mean_iou"]})
+            return out
+
+        cpu_start = time.process_time()
+        fit = trainer.fit(stream, train_step, evaluate if len(data.val) else None)
+        model.load_state_dict(trainer.selected())
+        best = trainer.best or {"step": trainer.step, "metrics": {}}
+        test = count_split(rt, model, data.test, size, section.batch_size)
+        located = localise(rt, model, data.test, section)
+        floors = floor(haar_boxes(data.test), haar_boxes(data.train), int(data.test.image_shape[0]), section.min_iou)
+        metrics = flat_metrics(test, located, floors, best["metrics"], data, int(best["step"]))
+        run = {
+            "resumed_from_step": fit.start_step,
+            "steps_run": fit.step - fit.start_step,
+            "train_seconds": round(fit.seconds, 2),
+            "train_cpu_seconds": round(time.process_time() - cpu_start, 2),
+            "images_per_s": round(fit.images_per_s * rt.world_size, 1),
+            "world_size": rt.world_size,
+            "device": str(rt.device),
+        }
+        if rt.is_main:
+            info = {"params": resolved(section), "photo_size": int(data.test.image_shape[0]), "metrics": metrics}
+            save_cam(Path(section.model), model.state_dict(), arch, labels, {**info, "run": trainer.key.record()})
+            trainer.live.image(OVERLAY_FILE, overlay_sheet(model.eval(), data.test, labels, section))
+            say(
+                f"train_cam: {fit.step - fit.start_step} steps in {fit.seconds:.1f} s "
+                f"({run['images_per_s']:.0f} img/s), selected step {best['step']}"
+            )
+        trainer.close()
+    return CamResult(metrics, details(section, test, located, floors, labels, best), run)
