@@ -297,7 +297,7 @@ class PretrainFParams(LoopParams):
     It reads the `faces` shards under pack.out_dir: trains on `train`, selects on `val`, reports on `test`.
     """
 
-    steps: int = Field(240, ge=1, le=10_000_000)
+    steps: int = Field(400, ge=1, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=100_000)
     eval_every: int = Field(40, ge=1)
     checkpoint_every: int = Field(40, ge=1)
