@@ -27,14 +27,22 @@ def test_shapes_finite_outputs_and_a_gradient_for_every_parameter(nz: int, width
 def test_the_papers_layers_at_paper_width() -> None:
     gen, disc = Generator(100, 64), Discriminator(64)
     g_convs = [m for m in gen.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert [(m.in_channels, m.out_channels) for m in g_convs] == [(100, 512), (512, 256), (256, 128), (128, 64), (64, 3)]
+    assert [(m.in_channels, m.out_channels) for m in g_convs] == [
+        (100, 512),
+        (512, 256),
+        (256, 128),
+        (128, 64),
+        (64, 3),
+    ]
     assert all(m.kernel_size == (4, 4) for m in g_convs) and [m.stride[0] for m in g_convs] == [1, 2, 2, 2, 2]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in gen.modules()) == 4 and isinstance(gen.main[-1], nn.Tanh)
     d_convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]
     assert [(m.in_channels, m.out_channels) for m in d_convs] == [(3, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
     assert [m.stride[0] for m in d_convs] == [2, 2, 2, 2, 1]
     # BatchNorm on every hidden layer but the first; LeakyReLU 0.2 everywhere
-    assert not isinstance(disc.main[1], nn.BatchNorm2d) and sum(isinstance(m, nn.BatchNorm2d) for m in disc.modules()) == 3
+    assert (
+        not isinstance(disc.main[1], nn.BatchNorm2d) and sum(isinstance(m, nn.BatchNorm2d) for m in disc.modules()) == 3
+    )
     assert all(m.negative_slope == 0.2 for m in disc.modules() if isinstance(m, nn.LeakyReLU))
     # N(0, 0.02) conv weights, N(1, 0.02) BatchNorm scales
     weights = torch.cat([m.weight.detach().flatten() for m in g_convs + d_convs])
