@@ -42,6 +42,7 @@ FRAMES = "samples"  # plots/images/samples/step_NNNNNN.png: the fixed-noise grid
 FINAL_GRID = "samples_final.png"
 GIF = "training.gif"
 GRID_COLS = 8
+GIF_ROWS = 2  # the GIF shows the first two rows of each grid: the report inlines it
 # Keys of the `dcgan` section that never change the trained weights: how the result is judged and where files go.
 NOT_SHAPING = ("real_splits", "eval_flip", "inception", "model", "metrics", "run_log", "live_dir", "checkpoint_dir")
 
@@ -136,7 +137,7 @@ def with_grids(step_fn: TrainStep, trainer: Trainer, grid: Callable[[int], None]
 
 
 def write_gif(frames_dir: Path, out: Path, last_step: int) -> int:
-    """An animated GIF (Pillow) of the grids `step_*.png` up to `last_step`, each captioned with its step.
+    """An animated GIF (Pillow) of the grids `step_*.png` up to `last_step` (their first rows), captioned with the step.
 
     Returns:
         the number of frames.
@@ -147,6 +148,7 @@ def write_gif(frames_dir: Path, out: Path, last_step: int) -> int:
     frames = []
     for path in files:
         rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        rgb = rgb[: 2 + GIF_ROWS * (rgb.shape[1] - 2) // GRID_COLS]  # square tiles: a row is (width - pad) / cols
         band = np.full((18, rgb.shape[1], 3), 255, np.uint8)
         cv2.putText(band, f"step {int(path.stem.split('_')[1])}", (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         frames.append(Image.fromarray(np.vstack([band, rgb])).quantize(colors=255, method=Image.Quantize.MEDIANCUT))
