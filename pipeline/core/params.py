@@ -339,6 +339,34 @@ class TrainParams(LoopParams):
     checkpoint_every: int = Field(100, ge=1)
 
 
+class DcganParams(_Section):
+    """`train_dcgan`: the DCGAN of 64 x 64 faces on the `faces` shards, judged in f's space.
+
+    The optimiser (Adam: lr, beta1, beta2), batch size, steps and loop come from the shared `train` section.
+    """
+
+    nz: int = Field(100, ge=1, le=4096)  # noise length (the paper's 100)
+    ngf: int = Field(24, ge=1, le=1024)  # G's last hidden width; 64 = the paper's network
+    ndf: int = Field(24, ge=1, le=1024)  # D's first width; 64 = the paper's network
+    flip: float = Field(0.5, ge=0, le=1)  # probability of a mirrored training face
+    grid_samples: int = Field(32, ge=1, le=256)  # fixed-noise samples in every sample grid (8 per row)
+    real_splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
+    eval_flip: bool = True  # real faces enter the evaluation with their mirror images (twice the samples)
+    inception: str | None = None  # a TorchScript Inception-v3 (inception-2015-12-05.pt) for standard FID; null = none
+    model: str = "models/dcgan.pt"
+    metrics: str = "metrics/dcgan.json"
+    run_log: str = "reports/runs/train_dcgan.json"  # this run's steps, speed, resume and timings (not a DVC output)
+    live_dir: str = "reports/train_dcgan"  # dvclive curves, the sample grids and their GIF
+    checkpoint_dir: str = "models/checkpoints/train_dcgan"  # the resume state after a kill
+
+    @field_validator("real_splits")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a split twice: {value}")
+        return value
+
+
 class ReportParams(_Section):
     """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
 
@@ -357,6 +385,7 @@ class Params(_Section):
     pack: PackParams = PackParams()
     pretrain_f: PretrainFParams = PretrainFParams()
     train: TrainParams = TrainParams()
+    dcgan: DcganParams = DcganParams()
     report: ReportParams = ReportParams()
 
 
