@@ -107,7 +107,7 @@ def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["crawl"]["avatars"]["count"] = avatars
     faces = params["crawl"]["faces"]
-    faces.update(identities=faces["identities"][:identities], per_identity=per_identity, min_per_identity=5)
+    faces.update(identities=identities, per_identity=per_identity, min_per_identity=5)  # the sandbox's first people
     params["align"].update(align)
     params["pack"].update(min_faces_per_identity=4, shard_size=16)
     params["pretrain_f"].update(input_size=64, steps=20, batch_size=8, eval_every=10, checkpoint_every=10)

@@ -123,6 +123,32 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
         crawl_avatars(cfg, SandboxParams(), progress=False)
 
 
+def test_the_crawl_wears_hats_and_glasses_as_often_as_the_people(tmp_path: Path, sandbox_server: StartServer) -> None:
+    server = sandbox_server()
+    people = config(tmp_path / "people", server.url, count=200)
+    assert people.trait_presence == "people"  # the default
+    crawl_avatars(people, SandboxParams(), progress=False)
+    frame = check_manifest(people)
+    uniform = config(tmp_path / "uniform", server.url, count=200, trait_presence="uniform")
+    crawl_avatars(uniform, SandboxParams(), progress=False)
+    flat = check_manifest(uniform)
+    assert (frame["hat"] != -1).mean() < 0.2 and (flat["hat"] != -1).mean() > 0.8  # people 0.089, uniform 8/9
+    assert (frame["glasses"] != -1).mean() < 0.4 and (flat["glasses"] != -1).mean() > 0.75  # people 0.257, uniform 6/7
+    assert manifest_params(Path(people.manifest))["crawl.avatars"]["trait_presence"] == "people"
+
+
+def test_a_trait_the_catalogue_lacks_is_a_clear_error(tmp_path: Path, sandbox_server: StartServer) -> None:
+    server = sandbox_server()
+    cfg = config(tmp_path, server.url, trait_presence={"cape": 0.2})
+    with pytest.raises(
+        CrawlError,
+        match=r"trait_presence \{'cape': 0.2\}.*'cape', which is not an optional trait.*"
+        r"'glasses'.*Change those params",
+    ):
+        crawl_avatars(cfg, SandboxParams(), progress=False)
+    assert not Path(cfg.manifest).exists()
+
+
 def test_rerun_resumes_and_a_larger_count_extends(tmp_path: Path, sandbox_server: StartServer) -> None:
     server = sandbox_server()
     cfg = config(tmp_path, server.url, count=30)

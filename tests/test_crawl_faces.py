@@ -84,6 +84,17 @@ def test_every_faces_dev_photo_arrives_once_under_its_identity(tmp_path: Path, f
     assert frame["gender"].isna().all()
 
 
+def test_a_number_of_identities_crawls_the_sandboxs_first_people(tmp_path: Path, faces_dev: Path) -> None:
+    cfg = config(tmp_path, identities=3, per_identity=4, min_per_identity=1)
+    report = crawl_faces(cfg, SandboxParams(), progress=False)
+    assert report.names == ["Avery Quinn", "Blake Moreno", "Casey Lindqvist"]
+    assert set(check_manifest(cfg)["identity"]) == set(report.names)
+    with pytest.raises(FaceCrawlError, match=r"identities is 3, a number of synthetic people, but sandbox.photos"):
+        crawl_faces(config(tmp_path / "real", identities=3), SandboxParams(photos=str(faces_dev)), progress=False)
+    with pytest.raises(FaceCrawlError, match=r"crawl.faces.identities: 5000 synthetic people .* at most 3600"):
+        crawl_faces(config(tmp_path / "many", identities=5000), SandboxParams(), progress=False)
+
+
 def test_synthetic_identities_carry_traits_and_real_rejects(tmp_path: Path) -> None:
     cfg = config(tmp_path, identities=("Avery Quinn", "Blake Moreno", "Casey Lindqvist"), per_identity=60)
     report = crawl_faces(cfg, SandboxParams(), progress=False)

@@ -38,6 +38,8 @@ def test_shipped_params_equal_the_code_defaults() -> None:
         (("crawl", "avatars", "endpoint"), "ftp://x", "crawl.avatars.endpoint: Value error, must be 'sandbox' or"),
         (("sandbox", "faults", "error_429"), 1.5, "sandbox.faults.error_429: Input should be less than or equal to 1"),
         (("crawl", "avatars", "concurency"), 8, "crawl.avatars.concurency: unknown key"),
+        (("crawl", "avatars", "trait_presence"), "peoples", "crawl.avatars.trait_presence: Input should be 'people'"),
+        (("crawl", "faces", "identities"), 0, "crawl.faces.identities: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_value_names_dotted_key(path: tuple[str, ...], value: object, expected: str) -> None:
@@ -51,6 +53,24 @@ def test_bad_value_names_dotted_key(path: tuple[str, ...], value: object, expect
     assert expected in str(info.value)
     bad = value[0] if isinstance(value, list) else value  # a list is reported by its first bad element
     assert f"(got {bad!r})" in str(info.value) or "unknown key" in str(info.value)
+
+
+def test_a_number_of_identities_is_for_the_sandbox_only() -> None:
+    raw = shipped()
+    raw["crawl"]["faces"].update(source="bing", identities=12)
+    with pytest.raises(ParamsError, match=r"crawl.faces: .*identities 12 names synthetic sandbox people; source"):
+        parse_params(raw)
+    raw["crawl"]["faces"]["identities"] = ["Ada Lovelace"]
+    assert parse_params(raw).crawl.faces.identities == ("Ada Lovelace",)
+
+
+def test_trait_presence_is_a_name_or_shares_of_traits() -> None:
+    raw = shipped()
+    raw["crawl"]["avatars"]["trait_presence"] = {"hat": 0.1, "glasses": 1.5}
+    with pytest.raises(ParamsError, match=r"crawl.avatars.trait_presence.glasses: Input should be less .*1.5"):
+        parse_params(raw)
+    raw["crawl"]["avatars"]["trait_presence"] = {"hat": 0.1, "beard": 1}
+    assert parse_params(raw).crawl.avatars.trait_presence == {"hat": 0.1, "beard": 1.0}
 
 
 def test_fault_rates_must_be_exclusive() -> None:

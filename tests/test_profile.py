@@ -34,7 +34,7 @@ def test_the_paper_profile_has_the_seeds_numbers(tmp_path: Path) -> None:
     params = shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     apply_profile(Path(params), REPO / "params-paper.yaml")
     paper = load_params(params)
-    assert len(paper.crawl.faces.identities) == 60 and paper.crawl.faces.per_identity == 150
+    assert paper.crawl.faces.identities == 60 and paper.crawl.faces.per_identity == 150
     assert paper.sandbox.photos_per_identity >= paper.crawl.faces.per_identity
     assert (paper.crawl.avatars.count, paper.align.size, paper.pack.shard_size) == (100_000, 152, 100)
 

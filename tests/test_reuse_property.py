@@ -283,6 +283,8 @@ CASES = [
     Case("crawl_avatars", "crawl.avatars.seed", 1),
     Case("crawl_avatars", "crawl.avatars.genders", [2]),
     Case("crawl_avatars", "crawl.avatars.styles", [5]),
+    Case("crawl_avatars", "crawl.avatars.trait_presence", "uniform"),
+    Case("crawl_avatars", "crawl.avatars.trait_presence", {"hat": 1.0, "beard": 0.5}),
     Case("crawl_avatars", "crawl.avatars.scale", 2),
     Case("crawl_avatars", "crawl.avatars.max_bytes", median_of("data/raw/avatars/*/*.png", size)),
     Case("crawl_avatars", "crawl.avatars.max_pixels", 256 * 256),
@@ -293,6 +295,7 @@ CASES = [
     Case("crawl_faces", "sandbox.photos_per_identity", 3),
     Case("crawl_faces", "crawl.faces.source", "folder", also={"crawl.faces.folder": folder(0)}),
     Case("crawl_faces", "crawl.faces.identities", ["Avery Quinn", "Casey Lindqvist"]),
+    Case("crawl_faces", "crawl.faces.identities", 3),  # the sandbox's first three people: two of them crawled before
     Case("crawl_faces", "crawl.faces.per_identity", 3),
     Case("crawl_faces", "crawl.faces.min_per_identity", 4),
     Case("crawl_faces", "crawl.faces.min_size", median_of("data/raw/faces/*/*", short_side)),

@@ -14,6 +14,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 # Bits of the 256-bit dHash within which two photos count as the same photo: one bound, used by every section.
 DhashDistance = Annotated[int, Field(ge=0, le=256)]
+Share = Annotated[float, Field(ge=0, le=1)]  # a probability
 
 
 def _partition(value: str) -> str:
@@ -94,6 +95,9 @@ class CrawlAvatarsParams(FetchParams):
     seed: int = 0
     genders: tuple[Literal[1, 2], ...] = (1, 2)
     styles: tuple[Literal[4, 5], ...] = (4, 5)
+    # How often each optional trait is worn: `people` (the synthetic people's shares: hat 0.089, glasses 0.257),
+    # `uniform` (every catalogue option alike), or {trait: share present} (other traits uniform).
+    trait_presence: Literal["people", "uniform"] | dict[str, Share] = "people"
     scale: Literal[1, 2, 3] = 1
     min_size: int = Field(64, ge=1, le=10_000)
     out_dir: str = "data/raw/avatars"
@@ -118,33 +122,17 @@ class CrawlAvatarsParams(FetchParams):
 
 
 FaceSource = Literal["sandbox", "bing", "google", "baidu", "flickr", "urls", "folder"]
-DEFAULT_IDENTITIES = (
-    "Avery Quinn",
-    "Blake Moreno",
-    "Casey Lindqvist",
-    "Dana Okafor",
-    "Eli Brandt",
-    "Farah Haddad",
-    "Gus Petrov",
-    "Hana Sato",
-    "Ivan Novak",
-    "Jade Whitaker",
-    "Kofi Mensah",
-    "Lena Fischer",
-    "Marco Bellini",
-    "Nia Adeyemi",
-    "Omar Rahimi",
-    "Priya Raman",
-)
 
 
 class CrawlFacesParams(FetchParams):
     """`crawl_faces`: photos of named people through icrawler (sandbox search by default)."""
 
     source: FaceSource = "sandbox"
-    identities: tuple[str, ...] = DEFAULT_IDENTITIES  # empty with sandbox.photos = every folder there
-    per_identity: int = Field(40, ge=1, le=1000)  # search results (candidates) considered per identity
-    min_per_identity: int = Field(20, ge=0, le=1000)
+    # A number N = the first N synthetic people of the sandbox (`pipeline.sandbox.people`), or a list of names;
+    # an empty list with sandbox.photos or source folder = every folder there.
+    identities: Annotated[int, Field(strict=True, ge=1)] | tuple[str, ...] = 48
+    per_identity: int = Field(32, ge=1, le=1000)  # search results (candidates) considered per identity
+    min_per_identity: int = Field(16, ge=0, le=1000)
     min_size: int = Field(64, ge=1, le=10_000)
     near_duplicate_distance: DhashDistance = 8  # closer photos of one identity are near-duplicates
     engine_url: str | None = None  # base URL for bing/google/baidu/flickr; None = the engine's real host
@@ -167,6 +155,13 @@ class CrawlFacesParams(FetchParams):
             raise ValueError(f"source {self.source!r} needs identities: the names to search for")
         if self.engine_url is not None and not self.engine_url.startswith(("http://", "https://")):
             raise ValueError(f"engine_url must be an http(s) URL, got {self.engine_url!r}")
+        if isinstance(self.identities, int):
+            if self.source != "sandbox":
+                raise ValueError(
+                    f"identities {self.identities} names synthetic sandbox people; source {self.source!r} needs a list "
+                    "of names"
+                )
+            return self
         from pipeline.core.storage import safe_name
 
         folders: dict[str, str] = {}
@@ -302,7 +297,7 @@ class PretrainFParams(LoopParams):
     It reads the `faces` shards under pack.out_dir: trains on `train`, selects on `val`, reports on `test`.
     """
 
-    steps: int = Field(240, ge=1, le=10_000_000)
+    steps: int = Field(400, ge=1, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=100_000)
     eval_every: int = Field(40, ge=1)
     checkpoint_every: int = Field(40, ge=1)
@@ -387,6 +382,32 @@ class CamParams(LoopParams):
         if self.head == "fc" and self.occlusion_patch > self.input_size:
             raise ValueError(f"occlusion_patch {self.occlusion_patch} exceeds input_size {self.input_size}")
         return self
+class DcganParams(_Section):
+    """`train_dcgan`: the DCGAN of 64 x 64 faces on the `faces` shards, judged in f's space.
+
+    The optimiser (Adam: lr, beta1, beta2), batch size, steps and loop come from the shared `train` section.
+    """
+
+    nz: int = Field(100, ge=1, le=4096)  # noise length (the paper's 100)
+    ngf: int = Field(24, ge=1, le=1024)  # G's last hidden width; 64 = the paper's network
+    ndf: int = Field(24, ge=1, le=1024)  # D's first width; 64 = the paper's network
+    flip: float = Field(0.5, ge=0, le=1)  # probability of a mirrored training face
+    grid_samples: int = Field(32, ge=1, le=256)  # fixed-noise samples in every sample grid (8 per row)
+    real_splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
+    eval_flip: bool = True  # real faces enter the evaluation with their mirror images (twice the samples)
+    inception: str | None = None  # a TorchScript Inception-v3 (inception-2015-12-05.pt) for standard FID; null = none
+    model: str = "models/dcgan.pt"
+    metrics: str = "metrics/dcgan.json"
+    run_log: str = "reports/runs/train_dcgan.json"  # this run's steps, speed, resume and timings (not a DVC output)
+    live_dir: str = "reports/train_dcgan"  # dvclive curves, the sample grids and their GIF
+    checkpoint_dir: str = "models/checkpoints/train_dcgan"  # the resume state after a kill
+
+    @field_validator("real_splits")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a split twice: {value}")
+        return value
 
 
 class ReportParams(_Section):
@@ -408,11 +429,16 @@ class Params(_Section):
     pretrain_f: PretrainFParams = PretrainFParams()
     train: TrainParams = TrainParams()
     cam: CamParams = CamParams()
+    dcgan: DcganParams = DcganParams()
     report: ReportParams = ReportParams()
 
 
+# How pydantic names the member of a union a location went through (`identities.constrained-int`): not a key.
+_UNION_MEMBER = re.compile(r"(literal|tuple|dict|list)\[.*\]|constrained-\w+|int|str|float|bool")
+
+
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in error["loc"])
+    key = ".".join(str(p) for p in error["loc"] if not _UNION_MEMBER.fullmatch(str(p)))
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key; remove it or check its spelling"
     got = error.get("input")

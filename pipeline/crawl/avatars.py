@@ -74,6 +74,23 @@ def avatar_endpoint(endpoint: str, sandbox: SandboxParams) -> Iterator[str]:
         yield server.url
 
 
+def sample(cfg: CrawlAvatarsParams, catalogue: traits.Catalogue) -> list[traits.AvatarSpec]:
+    """The avatars to fetch: `cfg.count` distinct trait combinations drawn with `cfg.trait_presence`.
+
+    Raises:
+        CrawlError: when the catalogue cannot serve the params (a trait it lacks, more avatars than it can express).
+    """
+    try:
+        presence = traits.resolve_presence(cfg.trait_presence)
+        genders, styles = tuple(cfg.genders), tuple(cfg.styles)
+        return traits.sample_specs(catalogue, cfg.count, cfg.seed, genders, styles, cfg.scale, presence)
+    except ValueError as exc:
+        raise CrawlError(
+            f"crawl.avatars (count {cfg.count}, trait_presence {cfg.trait_presence!r}) does not fit the catalogue of "
+            f"{cfg.endpoint}: {exc}. Change those params; nothing saved earlier was changed."
+        ) from None
+
+
 def preview_url(base: str, spec: traits.AvatarSpec) -> str:
     return f"{base}{PREVIEW_PATH}?{urlencode(spec.query())}"
 
@@ -153,8 +170,7 @@ async def _crawl(
             raise CrawlError(
                 f"cannot read the avatar catalogue of {base}: {exc}. Nothing saved earlier was changed."
             ) from None
-        specs = traits.sample_specs(catalogue, cfg.count, cfg.seed, tuple(cfg.genders), tuple(cfg.styles), cfg.scale)
-        specs = take_part(specs, cfg.partition)
+        specs = take_part(sample(cfg, catalogue), cfg.partition)
         rows = {spec.key(): _row(spec, preview_url(stable, spec), keys) for spec in specs}
         output = ResumableOutput(Path(cfg.manifest), out_dir, "key", MANIFEST_COLUMNS)
         with output, ThreadPoolExecutor(IO_THREADS, "crawl-io") as pool:

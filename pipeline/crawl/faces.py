@@ -24,6 +24,7 @@ from pipeline.crawl.face_store import FACE_COLUMNS, VALIDATION_PARAMS, FaceKeys,
 from pipeline.crawl.fetch import USER_AGENT, FetchFailed, RetryPolicy, fetch_bytes
 from pipeline.crawl.partition import take_part
 from pipeline.crawl.validate import ImageLimits
+from pipeline.sandbox.people import synthetic_names
 from pipeline.sandbox.search import PHOTO_EXTS, folder_listing
 from pipeline.sandbox.server import SandboxServer, served_content
 
@@ -151,7 +152,18 @@ def search_host(cfg: CrawlFacesParams, sandbox: SandboxParams) -> Iterator[tuple
 
 
 def resolve_identities(cfg: CrawlFacesParams, sandbox: SandboxParams) -> list[str]:
-    """The names to crawl; an empty list means every folder of the photo folder being served or imported."""
+    """The names to crawl: N synthetic people, the names listed, or (empty list) every folder of the photo folder."""
+    if isinstance(cfg.identities, int):
+        if sandbox.photos:
+            raise FaceCrawlError(
+                f"crawl.faces.identities is {cfg.identities}, a number of synthetic people, but sandbox.photos serves "
+                "the folders of real people instead; list their names, or set crawl.faces.identities to [] for every "
+                "folder there"
+            )
+        try:
+            return synthetic_names(cfg.identities)
+        except ValueError as exc:
+            raise FaceCrawlError(f"crawl.faces.identities: {exc}; ask for fewer, or list names") from None
     if cfg.identities:
         return list(cfg.identities)
     if cfg.source == "urls":

@@ -13,7 +13,7 @@ import skimage.data
 
 from pipeline.sandbox.avatar import Head, Landmarks, Pens, draw_head, luma, posed_landmarks
 from pipeline.sandbox.drawing import CX, EYE_DX, EYE_Y, FACE_TOP, HeadShape, Pen, affine, compose, shade, smooth
-from pipeline.sandbox.traits import GENDERS, NONE, AvatarSpec, catalogue_options, make_spec
+from pipeline.sandbox.traits import GENDERS, NONE, PEOPLE_WITHOUT, AvatarSpec, catalogue_options, make_spec
 
 KINDS = ("single", "no_face", "two_faces")
 NO_FACE_RATE, TWO_FACES_RATE = 0.05, 0.05
@@ -43,11 +43,9 @@ def identity_spec(name: str, seed: int) -> AvatarSpec:
     gender = rng.choice(GENDERS)
     options = catalogue_options(gender, 5)
     traits = {key: values[rng.randrange(len(values))] for key, values in sorted(options.items())}
-    # People in photos rarely wear hats, and fewer wear glasses than the uniform catalogue draw would give.
-    if rng.random() < 0.9:
-        traits["hat"] = NONE
-    if rng.random() < 0.7:
-        traits["glasses"] = NONE
+    for key, without in PEOPLE_WITHOUT.items():  # people rarely wear hats, and fewer wear glasses than a uniform draw
+        if rng.random() < without:
+            traits[key] = NONE
     return make_spec(gender, 5, traits)
 
 

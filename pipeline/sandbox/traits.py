@@ -98,6 +98,10 @@ _BEARD = _ids(2400, 8, True)
 TRAIT_KEYS: tuple[str, ...] = (*_COMMON.keys(), "hair", "beard")
 TONE_KEYS = ("skin_tone", "hair_tone", "pupil_tone")
 
+# People in photos rarely wear hats, and fewer wear glasses than a uniform catalogue draw gives: the share of
+# synthetic people whose drawn option of these keys is replaced by none (`pipeline.sandbox.photo.identity_spec`).
+PEOPLE_WITHOUT = {"hat": 0.9, "glasses": 0.7}
+
 
 def catalogue_options(gender: int, style: int) -> dict[str, tuple[int, ...]]:
     """The options of every trait key for one gender and style, in catalogue order."""
@@ -130,7 +134,10 @@ def catalogue_json() -> dict[str, Any]:
     return {"traits": traits}
 
 
-def parse_catalogue(body: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, tuple[int, ...]]]:
+Catalogue = dict[tuple[int, int], dict[str, tuple[int, ...]]]  # {(gender, style): {key: options}}
+
+
+def parse_catalogue(body: Mapping[str, Any]) -> Catalogue:
     """Read an assets body (ours or the real API's) into {(gender, style): {key: options}}.
 
     Raises:
@@ -155,6 +162,46 @@ def parse_catalogue(body: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, 
         ) from None
     if not out:
         raise ValueError("catalogue lists no gender/style with categories")
+    return out
+
+
+def people_presence() -> dict[str, float]:
+    """The share of synthetic people who wear each trait `PEOPLE_WITHOUT` thins (hat 0.089, glasses 0.257).
+
+    This is the avatar crawl's default `trait_presence`, so that avatars wear hats and glasses as often as the people
+    whose photos are crawled. Hat and glasses have the same options in every gender and style.
+    """
+    options = catalogue_options(1, 5)
+    return {
+        key: (1 - without) * sum(v != NONE for v in options[key]) / len(options[key])
+        for key, without in PEOPLE_WITHOUT.items()
+    }
+
+
+def resolve_presence(setting: str | Mapping[str, float]) -> dict[str, float]:
+    """The presence shares a `crawl.avatars.trait_presence` setting names: `people`, `uniform` (none) or a mapping."""
+    if setting == "people":
+        return people_presence()
+    if setting == "uniform":
+        return {}
+    if isinstance(setting, str):
+        raise ValueError(f"trait_presence {setting!r} is not 'people', 'uniform' or a mapping of trait to share")
+    return dict(setting)
+
+
+def optional_keys(options: Mapping[str, tuple[int, ...]]) -> set[str]:
+    """The keys that have a none option and at least one other: the ones a presence share can apply to."""
+    return {key for key, values in options.items() if NONE in values and len(values) > 1}
+
+
+def weighted_options(options: Mapping[str, tuple[int, ...]], presence: Mapping[str, float]) -> dict[str, tuple]:
+    """The options a weighted draw can give: a share of 0 leaves only none, a share of 1 drops none."""
+    out = dict(options)
+    for key in optional_keys(options) & set(presence):
+        if presence[key] == 0:
+            out[key] = (NONE,)
+        elif presence[key] == 1:
+            out[key] = tuple(v for v in options[key] if v != NONE)
     return out
 
 
@@ -204,25 +251,42 @@ def sample_specs(
     genders: tuple[int, ...],
     styles: tuple[int, ...],
     scale: int = 1,
+    presence: Mapping[str, float] | None = None,
 ) -> list[AvatarSpec]:
     """Draw `count` distinct avatars, seeded; gender and style are mixed uniformly.
+
+    Every trait takes one of its options uniformly, except the optional traits named in `presence`: such a trait is
+    present (one of its options other than none, uniformly) with that probability, else none. A gender/style whose
+    options of a key are all none, or that has no none option for it, draws that key uniformly. Without `presence`
+    the draw is the uniform one, stream for stream.
 
     The draw is a stream: the first n specs of a larger count equal the specs of count=n, so raising the count
     extends an earlier crawl instead of replacing it.
 
     Raises:
-        ValueError: if no requested gender/style is in the catalogue, or it cannot hold `count` distinct avatars.
+        ValueError: if no requested gender/style is in the catalogue, `presence` names a key that is optional in none
+            of them or a share outside 0..1, or the catalogue cannot hold `count` distinct avatars.
     """
     pairs = [(g, s) for g in genders for s in styles if (g, s) in catalogue]
     if not pairs:
         raise ValueError(f"catalogue has none of genders {genders} x styles {styles}; it has {sorted(catalogue)}")
-    capacity = sum(combinations(catalogue[p]) for p in pairs)
+    presence = dict(presence or {})
+    optional = set().union(*(optional_keys(catalogue[p]) for p in pairs))
+    for key, share in presence.items():
+        if key not in optional:
+            raise ValueError(
+                f"trait_presence names {key!r}, which is not an optional trait (one with a none option) of genders "
+                f"{genders} x styles {styles}; the optional traits are {sorted(optional)}"
+            )
+        if not 0 <= share <= 1:
+            raise ValueError(f"trait_presence of {key!r} is {share}; a share must lie in 0..1")
+    capacity = sum(combinations(weighted_options(catalogue[p], presence)) for p in pairs)
     if count > capacity:
         raise ValueError(f"count {count} exceeds the {capacity} distinct avatars the catalogue can express")
     rng = random.Random(seed)
     seen: set[AvatarSpec] = set()
     specs: list[AvatarSpec] = []
-    for spec in _stream(rng, catalogue, pairs, scale):
+    for spec in _stream(rng, catalogue, pairs, scale, presence):
         if spec in seen:
             continue
         seen.add(spec)
@@ -237,11 +301,19 @@ def _stream(
     catalogue: Mapping[tuple[int, int], Mapping[str, tuple[int, ...]]],
     pairs: list[tuple[int, int]],
     scale: int,
+    presence: Mapping[str, float],
 ) -> Iterator[AvatarSpec]:
     while True:
         gender, style = pairs[rng.randrange(len(pairs))]
         options = catalogue[(gender, style)]
-        traits = {key: values[rng.randrange(len(values))] for key, values in sorted(options.items())}
+        weighted = optional_keys(options) & set(presence)
+        traits = {}
+        for key, values in sorted(options.items()):
+            if key in weighted:
+                present = [v for v in values if v != NONE]
+                traits[key] = present[rng.randrange(len(present))] if rng.random() < presence[key] else NONE
+            else:
+                traits[key] = values[rng.randrange(len(values))]
         yield make_spec(gender, style, traits, scale)
 
 

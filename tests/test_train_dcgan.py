@@ -1,0 +1,154 @@
+"""The train_dcgan stage on tiny shards: outputs, curves, grids and GIF, resume, refusals; `dvc exp run -S train.lr`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import BIN, run, shrink
+from PIL import Image
+
+from pipeline.models.face_encoder import save_f
+from pipeline.models.vgg import VGG
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.train_dcgan import DCGAN_FORMAT
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = {
+    "steps": 6,
+    "batch_size": 8,
+    "log_every": 2,
+    "eval_every": 2,
+    "checkpoint_every": 3,
+    "runtime": {"threads": 1},
+}
+DCGAN = {"nz": 8, "ngf": 4, "ndf": 4, "grid_samples": 8}
+
+
+def tiny_f(path: Path) -> Path:
+    """An untrained f of the tiny shards' 4 identities: the evaluation's code path needs an f, not a good one."""
+    torch.manual_seed(0)
+    arch = {"num_classes": 4, "input_size": 64, "width": 0.125, "batch_norm": True, "dropout": 0.5}
+    save_f(path, VGG(**arch).state_dict(), arch, [f"person_{i}" for i in range(4)], {})
+    return path
+
+
+def workdir(root: Path, shards: Path, train: dict | None = None, dcgan: dict | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    params = {
+        "pack": {"out_dir": str(shards)},
+        "pretrain_f": {"model": str(tiny_f(root / "f.pt"))},
+        "train": {**TRAIN, **(train or {})},
+        "dcgan": {**DCGAN, **(dcgan or {})},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def stage(cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train_dcgan"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_stage_trains_writes_curves_grids_gif_and_fd_beside_its_floor(tmp_path: Path, tiny_faces: Path) -> None:
+    root = workdir(tmp_path / "run", tiny_faces)
+    out = stage(root).stdout
+    assert "no checkpoint" in out and "fd_f" in out
+    metrics = json.loads((root / "metrics/dcgan.json").read_text())
+    # 4 identities x 32 photos, mirrored: 256 views, two halves of 128; as many generated samples
+    assert metrics["real_faces"] == 128 and metrics["samples"] == 256
+    assert metrics["fd_f"] > 0 and metrics["fd_f_floor"] > 0
+    assert metrics["fd_f_ratio"] == pytest.approx(metrics["fd_f"] / metrics["fd_f_floor"], rel=1e-2)
+    assert metrics["diversity_gen"] > 0 and metrics["diversity_real"] > 0 and "fid" not in metrics
+    live = root / "reports/train_dcgan"
+    for name in ("loss_D", "loss_G", "D_x", "D_G_z_before_D_step", "D_G_z_at_G_step"):
+        rows = (live / f"plots/metrics/train/{name}.tsv").read_text().splitlines()[1:]
+        assert [int(row.split("\t")[0]) for row in rows] == [2, 4, 6], name
+    frames = sorted(p.name for p in (live / "plots/images/samples").iterdir())
+    assert frames == ["step_000000.png", "step_000002.png", "step_000004.png", "step_000006.png"]
+    grid = Image.open(live / "plots/images/samples/step_000006.png")
+    assert grid.size == (8 * 66 + 2, 66 + 2)  # 8 samples of 64 px, 8 per row, 2 px padding
+    gif = Image.open(live / "plots/images/training.gif")
+    assert gif.format == "GIF" and gif.n_frames == 4
+    assert Image.open(live / "plots/images/samples_final.png").size == (8 * 66 + 2, 8 * 66 + 2)
+    model = load_checkpoint(root / "models/dcgan.pt", DCGAN_FORMAT)
+    assert model["arch"] == {"nz": 8, "ngf": 4, "ndf": 4} and model["params"]["train"]["lr"] == 0.0002
+    assert model["metrics"] == metrics
+    # A second run resumes from the final checkpoint: nothing retrained, the same numbers
+    again = stage(root).stdout
+    assert "resuming from step 6" in again
+    assert json.loads((root / "metrics/dcgan.json").read_text()) == metrics
+    # Another learning rate is another run: it starts fresh and Adam gets the new rate
+    workdir(root, tiny_faces, train={"lr": 0.0001})
+    fresh = stage(root).stdout
+    assert "other params (train.lr: 0.0002 -> 0.0001)" in fresh and "starting fresh" in fresh
+    checkpoint = load_checkpoint(root / "models/checkpoints/train_dcgan/last.pt")
+    assert {g["lr"] for opt in checkpoint["optimizers"].values() for g in opt["param_groups"]} == {0.0001}
+
+
+def test_evaluation_settings_do_not_retrain(tmp_path: Path, tiny_faces: Path) -> None:
+    root = workdir(tmp_path / "run", tiny_faces)
+    stage(root)
+    workdir(root, tiny_faces, dcgan={"real_splits": ["test"], "eval_flip": False})
+    out = stage(root).stdout
+    assert "resuming from step 6" in out
+    metrics = json.loads((root / "metrics/dcgan.json").read_text())
+    assert metrics["real_faces"] == 16 and metrics["samples"] == 16  # 4 x 4 test photos, halves of 8
+
+
+def test_refusals_are_messages(tmp_path: Path, tiny_faces: Path) -> None:
+    root = workdir(tmp_path / "run", tiny_faces, dcgan={"inception": str(tmp_path / "nowhere.pt")})
+    failed = stage(root, check=False)
+    assert failed.returncode == 1 and "dcgan.inception" in failed.stderr and "Traceback" not in failed.stderr
+    root = workdir(tmp_path / "big", tiny_faces, train={"batch_size": 1000})
+    failed = stage(root, check=False)
+    assert failed.returncode == 1 and "lower train.batch_size" in failed.stderr
+    (root / "f.pt").unlink()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["batch_size"] = 8
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = stage(root, check=False)
+    assert failed.returncode == 1 and "dvc repro pretrain_f" in failed.stderr
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_sets_the_learning_rate_train_dcgan_reads(clone: tuple[Path, dict[str, str]]) -> None:
+    """In a clone at tiny scale: `dvc exp run -S train.lr=...` re-runs train_dcgan (not pretrain_f), which trains
+    with the new rate, and `dvc params diff` shows it."""
+    root, env = clone
+    shrink(root, avatars=8)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"].update(TRAIN)
+    params["dcgan"].update(DCGAN)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro", "train_dcgan"], root, env)
+    assert json.loads((root / "metrics/dcgan.json").read_text())["fd_f_floor"] > 0
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "baseline"], root, env)
+    out = run([dvc, "exp", "run", "-S", "train.lr=0.0001"], root, env).stdout
+    assert "Running stage 'train_dcgan'" in out and "Running stage 'pretrain_f'" not in out
+    diff = json.loads(run([dvc, "params", "diff", "--json"], root, env).stdout)
+    change = diff["params.yaml"]["train.lr"]
+    assert (change["old"], change["new"]) == (0.0002, 0.0001)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["train_dcgan"]["params"]["params.yaml"]["train"]["lr"] == 0.0001
+    model = load_checkpoint(root / "models/dcgan.pt", DCGAN_FORMAT)
+    assert model["params"]["train"]["lr"] == 0.0001
+    checkpoint = load_checkpoint(root / "models/checkpoints/train_dcgan/last.pt")
+    assert {g["lr"] for opt in checkpoint["optimizers"].values() for g in opt["param_groups"]} == {0.0001}
