@@ -200,7 +200,8 @@ def emojify_cmd(
 ) -> None:
     """Turn the face in a photo into an emoji: detect, align, f, then the DTN's g."""
     from pipeline.core.viz import save_png
-    from pipeline.infer.emojify import Emojifier, side_by_side as pair
+    from pipeline.infer.emojify import Emojifier
+    from pipeline.infer.emojify import side_by_side as pair
     from pipeline.infer.lookalike import LookalikeError
     from pipeline.models.face_encoder import load_f
     from pipeline.train.checkpoint import CheckpointError
@@ -214,7 +215,8 @@ def emojify_cmd(
         emojify = Emojifier(load_f(f_model), model)
         emoji = emojify(photo.read_bytes(), name=str(photo))
         save_png(out, pair(emoji) if side_by_side else emoji.emoji)
-        typer.echo(f"wrote {out} ({emoji.emoji.shape[0]}x{emoji.emoji.shape[1]} emoji{' beside the face' if side_by_side else ''})")
+        beside = " beside the aligned face" if side_by_side else ""
+        typer.echo(f"wrote {out} ({emoji.emoji.shape[0]}x{emoji.emoji.shape[1]} emoji{beside})")
     except (FileNotFoundError, CheckpointError, LookalikeError) as exc:
         _fail(str(exc))
 

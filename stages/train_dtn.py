@@ -31,8 +31,9 @@ def main(given: Params | None = None) -> None:
         )
         print(
             f"train_dtn: test L_CONST {metrics['test_const']:.4f}, L_TID {metrics['test_tid']:.4f}; median rank "
-            f"{metrics['median_rank']:g} of {metrics['gallery']} (chance {metrics['chance_rank']:g}); identity top-1 "
-            f"{metrics['identity_top1']:.3f} (chance {metrics['chance_top1']:.3f}); {traits}; g saved to {section.model}"
+            f"{metrics['median_rank']:g} of {metrics['gallery']} (chance {metrics['chance_rank']:g}); identity "
+            f"top-1 {metrics['identity_top1']:.3f} (chance {metrics['chance_top1']:.3f}); {traits}; "
+            f"g saved to {section.model}"
         )
 
     run_stage("train_dtn", body, expected=(DtnError, CheckpointError, ShardError, FileNotFoundError), run_log=run_log)

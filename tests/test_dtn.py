@@ -129,7 +129,7 @@ def test_every_weight_shaping_param_changes_the_run_key() -> None:
 
 # ---- tiny data and a tiny f ---------------------------------------------------------------------------------------
 def make_tiny_avatars(root: Path, count: int = 96, side: int = 64) -> Path:
-    """Packed `avatars` shards of sandbox renders (downscaled) with their trait columns; 3/4 train, the rest val/test."""
+    """Packed `avatars` shards of sandbox renders (downscaled) with their trait columns; 3/4 train, 1/4 val + test."""
     catalogue = traits.parse_catalogue(traits.catalogue_json())
     specs = traits.sample_specs(catalogue, count, 0, traits.GENDERS, (5,))
     images, rows = [], []
@@ -192,7 +192,9 @@ def curve(path: Path) -> list[float]:
 
 
 # ---- training -----------------------------------------------------------------------------------------------------
-def test_a_short_training_lowers_l_const_and_writes_metrics_with_chance_and_grids(tmp_path: Path, tiny_world: Path) -> None:
+def test_a_short_training_lowers_l_const_and_writes_metrics_with_chance_and_grids(
+    tmp_path: Path, tiny_world: Path
+) -> None:
     cwd = workdir(tmp_path / "run", tiny_world, steps=40, alpha=100.0)
     result = stage(cwd)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -340,8 +340,8 @@ class DtnParams(_Section):
     """
 
     emoji_size: Literal[32, 64, 128] = 64  # side of g's output (the paper's 64); resized to f's input for f(G(x))
-    ngf: int = Field(32, ge=1, le=1024)  # channels of g's last hidden block (2x, 4x, ... before it)
-    ndf: int = Field(32, ge=1, le=1024)  # channels of D's first conv
+    ngf: int = Field(16, ge=1, le=1024)  # channels of g's last hidden block (2x, 4x, ... before it)
+    ndf: int = Field(16, ge=1, le=1024)  # channels of D's first conv
     dropout: float = Field(0.0, ge=0, lt=1)  # Dropout2d after every hidden block of g
     alpha: float = Field(100.0, ge=0)  # weight of L_CONST = d(f(x), f(G(x)))
     beta: float = Field(1.0, ge=0)  # weight of L_TID = d2(t, G(t))
@@ -354,7 +354,7 @@ class DtnParams(_Section):
     adaptive_low: float = Field(0.35, gt=0)  # adaptive: train D until its source loss is below this ...
     adaptive_high: float = Field(1.0, gt=0)  # ... then G until it rises above this
     grid_photos: int = Field(16, ge=1, le=256)  # fixed test photos in the photo -> emoji grids
-    trait_steps: int = Field(300, ge=1, le=1_000_000)  # steps of the trait classifier on the real avatars
+    trait_steps: int = Field(200, ge=1, le=1_000_000)  # steps of the trait classifier on the real avatars
     trait_lr: float = Field(0.002, gt=0, le=1)
     skin_tone_bins: int = Field(3, ge=2, le=12)  # skin tone compared by rank: light .. dark groups
     model: str = "models/dtn.pt"  # g, D, the arguments and f's run key

@@ -82,7 +82,7 @@ class TraitNet(nn.Module):
         width: channels of the first conv; three more stride-2 convs double it.
     """
 
-    def __init__(self, classes: Mapping[str, int], width: int = 16) -> None:
+    def __init__(self, classes: Mapping[str, int], width: int = 12) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
@@ -116,7 +116,7 @@ def _fit(
     torch.manual_seed(seed)
     net = TraitNet(classes)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    targets = {name: torch.as_tensor(labels[name].to_numpy(), dtype=torch.long) for name in classes}
+    targets = {name: torch.tensor(labels[name].to_numpy(), dtype=torch.long) for name in classes}
     net.train()
     for _ in range(steps):
         pick = torch.randint(len(images), (min(64, len(images)),), generator=generator)

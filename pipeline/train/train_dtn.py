@@ -20,7 +20,7 @@ from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import ShardDataset, ShardStream, to_model_input
 from pipeline.evaluate.classify import chance_topk
 from pipeline.evaluate.retrieval import identity_centroids, identity_topk, self_ranks
-from pipeline.evaluate.traits import agreement, class_counts, predict_traits, trait_classes, train_trait_net
+from pipeline.evaluate.traits import agreement, class_counts, predict_traits, train_trait_net, trait_classes
 from pipeline.models.dtn import EmojiDecoder, TripleDiscriminator, to_encoder_input
 from pipeline.models.face_encoder import FaceEncoder, load_f
 from pipeline.train.checkpoint import RunKey, load_checkpoint, save_checkpoint
@@ -39,6 +39,7 @@ CHECKPOINT_FILE = "last.pt"
 NOT_SHAPING_TRAIN = ("log_every", "eval_every", "checkpoint_every")
 NOT_SHAPING_DTN = ("grid_photos", "trait_steps", "trait_lr", "skin_tone_bins", "model", "metrics", "details")
 NOT_SHAPING_DTN += ("run_log", "live_dir", "checkpoint_dir")
+TRAIT_SIZE = 32  # the trait classifier sees avatars and emoji at this side: the traits are large, the CPU is small
 AGREEMENT_MARGIN = 0.15  # a trait counts as kept when its agreement beats its chance by this much
 
 
@@ -217,22 +218,28 @@ def dtn_step(
         target, target_embedding = rt.memory_format(avatar_images[pick]), avatar_embeddings[pick]
         d_updates, g_updates = schedule.plan()
         out: dict[str, torch.Tensor | float] = {"train/d_updates": d_updates, "train/g_updates": g_updates}
+        embeddings = torch.cat([source, target_embedding])  # (2B, D)
+        # g changes only in G updates: the D updates and the first G update share one forward pass of g
+        fakes = g_net(embeddings) if g_updates else None  # (2B, 3, S, S)
         # ---- D step: G(source) -> 0, G(target) -> 1, real avatar -> 2
         for _ in range(d_updates):
-            with torch.no_grad():
-                fakes = g_net(torch.cat([source, target_embedding]))  # (2B, 3, S, S)
-            logits = d_net(rt.memory_format(torch.cat([fakes, target])))  # (3B, 3)
+            if fakes is None:
+                with torch.no_grad():
+                    fakes = g_net(embeddings)
+            logits = d_net(rt.memory_format(torch.cat([fakes.detach(), target])))  # (3B, 3)
             loss_d, source_loss = discriminator_loss(*logits.split(len(positions)))
             trainer.backward(loss_d, "D")
-            schedule.observe(float(source_loss))
+            schedule.observe(float(source_loss.detach()))
             out["train/loss_D"], out["train/loss_D_source"] = loss_d.detach(), source_loss.detach()
         # ---- G step: L_GANG + alpha L_CONST + beta L_TID + gamma L_TV
-        for _ in range(g_updates):
-            fakes = g_net(torch.cat([source, target_embedding]))  # (2B, 3, S, S)
+        for i in range(g_updates):
+            if i > 0:
+                fakes = g_net(embeddings)
+            assert fakes is not None
             fake_source, fake_target = fakes.split(len(positions))
             source_logits, target_logits = d_net(rt.memory_format(fakes)).split(len(positions))
             gang = generator_gan_loss(source_logits, target_logits)
-            const = distance(source, encode_emoji(encoder, fake_source), section.const_distance)
+            const = distance(source, encode_emoji(encoder, rt.memory_format(fake_source)), section.const_distance)
             tid = distance(fake_target, target, section.tid_distance)
             tv = total_variation(fakes)
             loss_g = gang + section.alpha * const + section.beta * tid + section.gamma * tv
@@ -241,8 +248,8 @@ def dtn_step(
                 source_logits.detach(), torch.zeros(len(positions), dtype=torch.long, device=source_logits.device)
             )
             schedule.observe(float(source_loss))
-            out.update({"train/loss_G": loss_g.detach(), "train/L_GANG": gang.detach(), "train/L_CONST": const.detach()})
-            out.update({"train/L_TID": tid.detach(), "train/L_TV": tv.detach()})
+            out.update({"train/loss_G": loss_g.detach(), "train/L_GANG": gang.detach()})
+            out.update({"train/L_CONST": const.detach(), "train/L_TID": tid.detach(), "train/L_TV": tv.detach()})
         return out
 
     return train_step
@@ -253,17 +260,18 @@ def trait_evaluation(
 ) -> dict[str, dict[str, float]]:
     """Train the trait classifier on the real train avatars, its held-out accuracy (the ceiling), and its agreement
     on the emoji of the test photos with their identities' true traits; per trait, with the majority-class chance."""
-    size, bins = section.emoji_size, section.skin_tone_bins
+    bins = section.skin_tone_bins
     classes = class_counts(bins)
     train_images, train_rows = all_images([data.avatars_train])
     held_images, held_rows = all_images(data.avatars_held_out)
     net = train_trait_net(
-        to_model_input(train_images, size), trait_classes(train_rows, bins), classes, section.trait_steps,
+        to_model_input(train_images, TRAIT_SIZE), trait_classes(train_rows, bins), classes, section.trait_steps,
         section.trait_lr, seed,
     )  # fmt: skip
-    ceiling = agreement(predict_traits(net, to_model_input(held_images, size)), trait_classes(held_rows, bins))
+    ceiling = agreement(predict_traits(net, to_model_input(held_images, TRAIT_SIZE)), trait_classes(held_rows, bins))
     truth = trait_classes(test_rows, bins).reset_index(drop=True)
-    kept = agreement(predict_traits(net, emoji), truth)
+    small = nn.functional.interpolate(emoji, size=(TRAIT_SIZE, TRAIT_SIZE), mode="bilinear", antialias=True)
+    kept = agreement(predict_traits(net, small), truth)
     table = {}
     for name in classes:
         row: dict[str, float] = {}
@@ -338,16 +346,21 @@ def train_dtn(params: Params, say: Callable[[str], None] = print) -> DtnResult:
         if rt.distributed:
             raise DtnError("train_dtn runs in one process; launch it without torchrun")
         encoder = load_f(Path(params.pretrain_f.model), rt.device).requires_grad_(False)
+        if rt.channels_last:
+            encoder.to(memory_format=torch.channels_last)
         f_key = str(encoder.info.get("run", {}).get("key", ""))
         g, d, arch = build_models(section, encoder.net.embed_dim)
-        schedule = Schedule(section.schedule, section.d_steps, section.g_steps, section.adaptive_low, section.adaptive_high)
+        schedule = Schedule(
+            section.schedule, section.d_steps, section.g_steps, section.adaptive_low, section.adaptive_high
+        )
         g_net, d_net = rt.prepare(g), rt.prepare(d)
         betas = (train.beta1, train.beta2)
+        optimizers = {name: torch.optim.Adam(net.parameters(), train.lr, betas) for name, net in (("G", g), ("D", d))}
         trainer = Trainer(
             rt,
             train,
             {"G": g, "D": d, "schedule": schedule},
-            {"G": torch.optim.Adam(g.parameters(), train.lr, betas), "D": torch.optim.Adam(d.parameters(), train.lr, betas)},
+            optimizers,
             run_key(train, section, data.data_id, f_key),
             checkpoint=Path(section.checkpoint_dir) / CHECKPOINT_FILE,
             live_dir=Path(section.live_dir),
@@ -364,7 +377,9 @@ def train_dtn(params: Params, say: Callable[[str], None] = print) -> DtnResult:
         avatar_embeddings = embed_all(encoder, avatar_uint8)
         stream = ShardStream(data.faces_train, train.batch_size, shuffle=True, seed=train.seed, drop_last=True)
         if len(stream) == 0:
-            raise DtnError(f"{len(data.faces_train)} training photos make no batch of {train.batch_size}; lower train.batch_size")
+            raise DtnError(
+                f"{len(data.faces_train)} training photos make no batch of {train.batch_size}; lower train.batch_size"
+            )
         step = dtn_step(
             rt, encoder, (g_net, d_net), trainer, schedule, section,
             (face_embeddings, position_of), (avatar_images, avatar_embeddings),
@@ -384,7 +399,7 @@ def train_dtn(params: Params, say: Callable[[str], None] = print) -> DtnResult:
         fit = trainer.fit(stream, step, evaluate)
         train_seconds, train_cpu = fit.seconds, time.process_time() - cpu_started
         g.eval()
-        metrics, details, emoji = evaluate_dtn(encoder, g, section, train.seed, data)
+        metrics, details, _ = evaluate_dtn(encoder, g, section, train.seed, data)
         final = pair_grid(grid_photos, g(grid_embeddings).cpu(), grid_names)
         trainer.live.image("photo_emoji_final.png", final)
         run = {
