@@ -117,6 +117,31 @@ def crawl_faces_cmd(
     crawl_faces.main(with_overrides(params, set_))
 
 
+@crawl_app.command("merge")
+def crawl_merge_cmd(
+    kind: Annotated[str, typer.Argument(help="faces or avatars: which crawl's parts to merge.")],
+    parts: Annotated[list[Path], typer.Argument(help="checkouts that each crawled one partition (i/n).")],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Merge crawl parts (each run with `-S crawl.<kind>.partition=i/n`) into this checkout, by content hash.
+
+    Then `dvc repro` here (partition 0/1) reuses every merged row and downloads nothing again.
+    """
+    from pipeline.crawl.partition import MergeError, merge_parts
+
+    if kind not in ("faces", "avatars"):
+        _fail(f"unknown crawl {kind!r}; choose faces or avatars")
+    try:
+        report = merge_parts(kind, parts, with_overrides(params, None))  # type: ignore[arg-type]
+    except MergeError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(
+        f"merged {report.parts} parts: {report.rows} rows, {report.copied} files copied, "
+        f"{report.present} already here; now run `dvc repro crawl_{kind}`"
+    )
+
+
 @align_app.command("run")
 def align_run_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("align.size=96")) -> None:
     """Align the crawled faces and avatars as the `align` stage does (resumable; writes manifests and metrics)."""

@@ -271,6 +271,7 @@ def crawl_cases(stage: str) -> list[Case]:
         Case(stage, f"{section}.backoff_s", 0.02),
         Case(stage, f"{section}.backoff_max_s", 1),
         Case(stage, f"{section}.concurrency", 1, speed_only=True),
+        Case(stage, f"{section}.partition", "1/2"),
     ]
     return cases
 

@@ -7,13 +7,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 # Bits of the 256-bit dHash within which two photos count as the same photo: one bound, used by every section.
 DhashDistance = Annotated[int, Field(ge=0, le=256)]
+
+
+def _partition(value: str) -> str:
+    match = re.fullmatch(r"(\d+)/(\d+)", value)
+    if not match or int(match[2]) < 1 or int(match[1]) >= int(match[2]):
+        raise ValueError(f"must be i/n with 0 <= i < n (part i of a crawl split n ways, e.g. 0/4), got {value!r}")
+    return value
+
+
+# Part i of n of a crawl split across machines; 0/1 is the whole crawl (pipeline.crawl.partition).
+Partition = Annotated[str, AfterValidator(_partition)]
 
 
 class ParamsError(ValueError):
@@ -72,6 +83,7 @@ class FetchParams(_Section):
     backoff_max_s: float = Field(10.0, ge=0, le=600)
     max_bytes: int = Field(8_000_000, ge=1024, le=1_000_000_000)
     max_pixels: int = Field(40_000_000, ge=1024, le=1_000_000_000)
+    partition: Partition = "0/1"  # this machine's part i/n of the crawl; merge the parts with `i2c crawl merge`
 
 
 class CrawlAvatarsParams(FetchParams):

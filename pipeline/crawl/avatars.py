@@ -21,6 +21,7 @@ from pipeline.core.reuse import code_version, result_key
 from pipeline.core.schema import OK, REJECTED
 from pipeline.core.storage import DiskFullError, content_path, write_content
 from pipeline.crawl.fetch import USER_AGENT, FetchOutcome, RetryPolicy, fetch_image, fetch_json
+from pipeline.crawl.partition import take_part
 from pipeline.crawl.validate import ImageLimits, ImageRejected, validate_image
 from pipeline.sandbox import traits
 from pipeline.sandbox.app import ASSETS_PATH, PREVIEW_PATH
@@ -153,6 +154,7 @@ async def _crawl(
                 f"cannot read the avatar catalogue of {base}: {exc}. Nothing saved earlier was changed."
             ) from None
         specs = traits.sample_specs(catalogue, cfg.count, cfg.seed, tuple(cfg.genders), tuple(cfg.styles), cfg.scale)
+        specs = take_part(specs, cfg.partition)
         rows = {spec.key(): _row(spec, preview_url(stable, spec), keys) for spec in specs}
         output = ResumableOutput(Path(cfg.manifest), out_dir, "key", MANIFEST_COLUMNS)
         with output, ThreadPoolExecutor(IO_THREADS, "crawl-io") as pool:

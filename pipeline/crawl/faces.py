@@ -22,6 +22,7 @@ from pipeline.core.storage import safe_name
 from pipeline.crawl import engines
 from pipeline.crawl.face_store import FACE_COLUMNS, VALIDATION_PARAMS, FaceKeys, FaceSaver, synthetic_columns
 from pipeline.crawl.fetch import USER_AGENT, FetchFailed, RetryPolicy, fetch_bytes
+from pipeline.crawl.partition import take_part
 from pipeline.crawl.validate import ImageLimits
 from pipeline.sandbox.search import PHOTO_EXTS, folder_listing
 from pipeline.sandbox.server import SandboxServer, served_content
@@ -274,7 +275,9 @@ def crawl_faces(
     Raises:
         FaceCrawlError: naming what failed, in the engine's own words where it answered.
     """
-    names = resolve_identities(cfg, sandbox)
+    names = take_part(resolve_identities(cfg, sandbox), cfg.partition)
+    if not names:
+        raise FaceCrawlError(f"crawl.faces.partition {cfg.partition} holds no identity; split fewer ways")
     report = FaceCrawlReport(names, cfg.min_per_identity, work=work if work is not None else {})
     stats = engines.PageStats()
     output = ResumableOutput(
