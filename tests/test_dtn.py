@@ -120,7 +120,7 @@ def test_every_weight_shaping_param_changes_the_run_key() -> None:
         (TrainParams(lr=0.001), DtnParams()),
         (TrainParams(batch_size=8), DtnParams()),
         (TrainParams(), DtnParams(alpha=10)),
-        (TrainParams(), DtnParams(schedule="adaptive")),
+        (TrainParams(), DtnParams(schedule="fixed")),
         (TrainParams(), DtnParams(ngf=8)),
     ]:
         assert run_key(train, dtn, "data", "f").value != base.value
@@ -195,7 +195,7 @@ def curve(path: Path) -> list[float]:
 def test_a_short_training_lowers_l_const_and_writes_metrics_with_chance_and_grids(
     tmp_path: Path, tiny_world: Path
 ) -> None:
-    cwd = workdir(tmp_path / "run", tiny_world, steps=40, alpha=100.0)
+    cwd = workdir(tmp_path / "run", tiny_world, steps=40, alpha=100.0, schedule="fixed")
     result = stage(cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     plots = cwd / "reports/train_dtn/plots"
@@ -299,3 +299,33 @@ def _arch(encoder: object) -> dict[str, object]:
     net = encoder.net  # type: ignore[attr-defined]
     return {"num_classes": net.num_classes, "input_size": net.input_size, "width": 0.0625, "batch_norm": True,
             "dropout": 0.0}  # fmt: skip
+
+
+# ---- trait classifier ---------------------------------------------------------------------------------------------
+def test_trait_classifier_beats_chance_on_held_out_avatars(tmp_path: Path) -> None:
+    from pipeline.dataset.loader import ShardDataset, to_model_input
+    from pipeline.evaluate.traits import agreement, class_counts, predict_traits, train_trait_net, trait_classes
+
+    root = make_tiny_avatars(tmp_path / "avatars", count=160)
+    train, held = ShardDataset(root, "train"), [ShardDataset(root, "val"), ShardDataset(root, "test")]
+    images = to_model_input(train.gather(np.arange(len(train)))["image"], 32)
+    net = train_trait_net(images, trait_classes(train.index), class_counts(3), steps=150, lr=0.003, seed=0)
+    held_images = torch.cat([to_model_input(s.gather(np.arange(len(s)))["image"], 32) for s in held])
+    truth = trait_classes(pd.concat([s.index for s in held])).reset_index(drop=True)
+    scores = agreement(predict_traits(net, held_images), truth)
+    margins = {name: s.accuracy - s.chance for name, s in scores.items()}
+    assert sum(m >= 0.1 for m in margins.values()) >= 2, margins
+    assert scores["skin_tone"].accuracy > scores["skin_tone"].chance, margins
+
+
+def test_skin_tone_is_compared_by_brightness_rank() -> None:
+    from pipeline.evaluate.traits import skin_tone_rank, trait_classes
+
+    lightest, darkest = traits.rgb_to_tone(255, 224, 196), traits.rgb_to_tone(74, 46, 32)
+    assert skin_tone_rank(lightest) == 0 and skin_tone_rank(darkest) == len(traits.SKIN_TONES) - 1
+    row = {key: traits.NONE for key in traits.TRAIT_KEYS} | {"gender": 1, "style": 5, "hair": 2300}
+    row["hair_tone"] = traits.HAIR_TONES[0]
+    rows = pd.DataFrame([row | {"skin_tone": lightest}, row | {"skin_tone": darkest}])
+    classes = trait_classes(rows, skin_tone_bins=3)
+    assert classes["skin_tone"].tolist() == [0, 2] and classes["hair"].tolist() == [2, 2]
+    assert trait_classes(pd.DataFrame({"gender": [None]}), 3).iloc[0].tolist() == [-1] * 7
