@@ -121,8 +121,9 @@ def test_dvc_repro_pretrain_f_writes_f_metrics_and_plots(clone: tuple[Path, dict
     shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
     assert shown[""]["data"]["metrics/pretrain_f.json"]["data"]["test_top1"] == metrics["test_top1"]
     plots = json.loads(run([dvc, "plots", "show", "--json"], root, env).stdout)
-    assert not plots.get("errors")
-    assert all(item[0].get("content") or item[0].get("url") for item in plots["data"].values())
+    # plots of stages downstream of pretrain_f (not run here) have no files yet; every existing one must show
+    assert not [e for e in plots.get("errors", []) if (root / e["source"]).exists()], plots["errors"]
+    assert all(item[0].get("content") or item[0].get("url") for item in plots["data"].values() if item)
     names = set(plots["data"])
     assert "reports/pretrain_f/plots/metrics/train/loss.tsv" in names
     assert "reports/pretrain_f/plots/sklearn/confusion.json" in names
