@@ -80,6 +80,8 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]], tmp_path: Pat
     assert load(root, "reports/runs/crawl_avatars.json")["fetched"] == 6
     diff = json.loads(run([DVC, "metrics", "diff", "--json"], root, env).stdout)
     changed = {(path, key) for path, metrics in diff.items() for key, change in metrics.items() if change.get("diff")}
+    # the models trained on the avatars (train_dtn) legitimately change with them; the data stages must not move
+    changed = {(path, key) for path, key in changed if path != "metrics/dtn.json" and not key.startswith("train_dtn.")}
     stages = ("crawl_avatars", "align", "pack")
     expected = {(f"metrics/{stage}.json", "avatars.kept") for stage in stages}
     if "metrics/summary.json" in diff:  # the report's flat copy of every stage's metrics
