@@ -206,6 +206,46 @@ def lookalike_cmd(
         _fail(str(exc))
 
 
+@app.command("train-dtn")
+def train_dtn_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("dtn.alpha=10")) -> None:
+    """Train the photo -> emoji DTN as the `train_dtn` stage does (resumable; writes models/dtn.pt and metrics)."""
+    from stages import train_dtn
+
+    train_dtn.main(with_overrides(params, set_))
+
+
+@app.command("emojify")
+def emojify_cmd(
+    photo: Annotated[Path, typer.Argument(help="a photo with one face (JPEG, PNG, ...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the emoji PNG to write.")] = Path("emoji.png"),
+    side_by_side: Annotated[bool, typer.Option(help="write the aligned face and the emoji side by side.")] = False,
+    model: Annotated[Path | None, typer.Option(help="the DTN to use (default: dtn.model).")] = None,
+    f_model: Annotated[Path | None, typer.Option("--f", help="f to use (default: pretrain_f.model).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Turn the face in a photo into an emoji: detect, align, f, then the DTN's g."""
+    from pipeline.core.viz import save_png
+    from pipeline.infer.emojify import Emojifier
+    from pipeline.infer.emojify import side_by_side as pair
+    from pipeline.infer.lookalike import LookalikeError
+    from pipeline.models.face_encoder import load_f
+    from pipeline.train.checkpoint import CheckpointError
+
+    if not photo.is_file():
+        _fail(f"{photo} not found; pass the path of a photo")
+    cfg = with_overrides(params, None) if model is None or f_model is None else None
+    model = model or Path(cfg.dtn.model)  # type: ignore[union-attr]
+    f_model = f_model or Path(cfg.pretrain_f.model)  # type: ignore[union-attr]
+    try:
+        emojify = Emojifier(load_f(f_model), model)
+        emoji = emojify(photo.read_bytes(), name=str(photo))
+        save_png(out, pair(emoji) if side_by_side else emoji.emoji)
+        beside = " beside the aligned face" if side_by_side else ""
+        typer.echo(f"wrote {out} ({emoji.emoji.shape[0]}x{emoji.emoji.shape[1]} emoji{beside})")
+    except (FileNotFoundError, CheckpointError, LookalikeError) as exc:
+        _fail(str(exc))
+
+
 @app.command("train-cam")
 def train_cam_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("cam.head=fc")) -> None:
     """Train the CAM model as the `train_cam` stage does (resumable; writes models/cam.pt, metrics and overlays)."""

@@ -115,6 +115,10 @@ def shrink(root: Path, avatars: int = 24, identities: int = 3, per_identity: int
     if "cam" in params:
         params["cam"].update(input_size=64, steps=20, batch_size=8, eval_every=10, checkpoint_every=10, overlays=4)
         params["cam"]["runtime"]["threads"] = 1
+    params["train"].update(steps=10, batch_size=8, eval_every=5, checkpoint_every=5, log_every=5)
+    params["train"]["runtime"]["threads"] = 1
+    params["dcgan"].update(ngf=8, ndf=8)
+    params["dtn"].update(ngf=8, ndf=8, grid_photos=4, trait_steps=20)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

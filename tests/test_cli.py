@@ -44,6 +44,7 @@ def test_every_command_with_overrides_is_found() -> None:
         "lookalike",
         "train-cam",
         "cam",
+        "train-dtn",
     } <= set(SET_COMMANDS)
 
 
@@ -56,7 +57,7 @@ def test_set_help_example_is_a_valid_override_for_that_command(path: str) -> Non
     assert example, f"`i2c {path} --help` shows no -S example"
     key = example.group(1).split("=")[0]
     section = key.split(".")[0]
-    assert section in {"sandbox", "crawl", "align", "pack", "pretrain_f", "cam"}
+    assert section in {"sandbox", "crawl", "align", "pack", "pretrain_f", "cam", "train", "dcgan", "dtn"}
     assert with_overrides(DEFAULT_PARAMS, [example.group(1)])  # the key exists and the value validates
 
 

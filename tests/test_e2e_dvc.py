@@ -80,6 +80,8 @@ def test_dvc_repro_data_stages(clone: tuple[Path, dict[str, str]], tmp_path: Pat
     assert load(root, "reports/runs/crawl_avatars.json")["fetched"] == 6
     diff = json.loads(run([DVC, "metrics", "diff", "--json"], root, env).stdout)
     changed = {(path, key) for path, metrics in diff.items() for key, change in metrics.items() if change.get("diff")}
+    # the models trained on the avatars (train_dtn) legitimately change with them; the data stages must not move
+    changed = {(path, key) for path, key in changed if path != "metrics/dtn.json" and not key.startswith("train_dtn.")}
     stages = ("crawl_avatars", "align", "pack")
     expected = {(f"metrics/{stage}.json", "avatars.kept") for stage in stages}
     if "metrics/summary.json" in diff:  # the report's flat copy of every stage's metrics
@@ -121,8 +123,8 @@ def test_dvc_repro_pretrain_f_writes_f_metrics_and_plots(clone: tuple[Path, dict
     shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)
     assert shown[""]["data"]["metrics/pretrain_f.json"]["data"]["test_top1"] == metrics["test_top1"]
     plots = json.loads(run([dvc, "plots", "show", "--json"], root, env).stdout)
-    # only pretrain_f ran: the later stages' plots do not exist yet, and dvc reports them as errors
-    assert not [error for error in plots.get("errors", []) if "pretrain_f" in error["source"]]
+    # plots of stages downstream of pretrain_f (not run here) have no files yet; every existing one must show
+    assert not [e for e in plots.get("errors", []) if (root / e["source"]).exists()], plots["errors"]
     assert all(item[0].get("content") or item[0].get("url") for item in plots["data"].values() if item)
     names = set(plots["data"])
     assert "reports/pretrain_f/plots/metrics/train/loss.tsv" in names

@@ -382,6 +382,8 @@ class CamParams(LoopParams):
         if self.head == "fc" and self.occlusion_patch > self.input_size:
             raise ValueError(f"occlusion_patch {self.occlusion_patch} exceeds input_size {self.input_size}")
         return self
+
+
 class DcganParams(_Section):
     """`train_dcgan`: the DCGAN of 64 x 64 faces on the `faces` shards, judged in f's space.
 
@@ -410,6 +412,45 @@ class DcganParams(_Section):
         return value
 
 
+class DtnParams(_Section):
+    """`train_dtn`: the Domain Transfer Network photo -> emoji (g over a frozen f, a 3-way D) and its evaluation.
+
+    The optimiser and loop come from the shared `train` section; this section holds the sizes, the loss weights
+    (the paper's face weights alpha = 100, beta = 1, gamma = 0.05), the D/G schedule and the trait classifier.
+    """
+
+    emoji_size: Literal[32, 64, 128] = 64  # side of g's output (the paper's 64); resized to f's input for f(G(x))
+    ngf: int = Field(16, ge=1, le=1024)  # channels of g's last hidden block (2x, 4x, ... before it)
+    ndf: int = Field(16, ge=1, le=1024)  # channels of D's first conv
+    dropout: float = Field(0.0, ge=0, lt=1)  # Dropout2d after every hidden block of g
+    alpha: float = Field(100.0, ge=0)  # weight of L_CONST = d(f(x), f(G(x)))
+    beta: float = Field(1.0, ge=0)  # weight of L_TID = d2(t, G(t))
+    gamma: float = Field(0.05, ge=0)  # weight of L_TV
+    const_distance: Literal["cosine", "mse", "l1"] = "cosine"  # d of L_CONST
+    tid_distance: Literal["cosine", "mse", "l1"] = "mse"  # d2 of L_TID
+    schedule: Literal["fixed", "adaptive"] = "adaptive"
+    d_steps: int = Field(1, ge=0, le=100)  # fixed: D updates per step
+    g_steps: int = Field(1, ge=1, le=100)  # fixed: G updates per step
+    adaptive_low: float = Field(0.35, gt=0)  # adaptive: train D until its source loss is below this ...
+    adaptive_high: float = Field(1.0, gt=0)  # ... then G until it rises above this
+    grid_photos: int = Field(16, ge=1, le=256)  # fixed test photos in the photo -> emoji grids
+    trait_steps: int = Field(200, ge=1, le=1_000_000)  # steps of the trait classifier on the real avatars
+    trait_lr: float = Field(0.002, gt=0, le=1)
+    skin_tone_bins: int = Field(3, ge=2, le=12)  # skin tone compared by rank: light .. dark groups
+    model: str = "models/dtn.pt"  # g, D, the arguments and f's run key
+    metrics: str = "metrics/dtn.json"
+    details: str = "reports/details/dtn.json"  # per-trait agreement, the trait classifier's ceiling, schedule counts
+    run_log: str = "reports/runs/train_dtn.json"  # this run's steps, speed and resume (not a DVC output)
+    live_dir: str = "reports/train_dtn"  # dvclive curves and photo -> emoji grids
+    checkpoint_dir: str = "models/checkpoints/train_dtn"  # the resume state after a kill
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> DtnParams:
+        if self.adaptive_low >= self.adaptive_high:
+            raise ValueError(f"adaptive_low {self.adaptive_low} must be below adaptive_high {self.adaptive_high}")
+        return self
+
+
 class ReportParams(_Section):
     """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
 
@@ -430,6 +471,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     cam: CamParams = CamParams()
     dcgan: DcganParams = DcganParams()
+    dtn: DtnParams = DtnParams()
     report: ReportParams = ReportParams()
 
 

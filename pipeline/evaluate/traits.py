@@ -1,0 +1,162 @@
+"""Trait agreement: trait classes from the trait columns, a small avatar trait classifier, agreement with chance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.sandbox.traits import HAIR_TONES, NONE, SKIN_TONES, tone_to_rgb
+
+# Hair option ids: the catalogue's short styles start at 2200, its long ones at 2300 (pipeline.sandbox.traits).
+LONG_HAIR_FROM = 2300
+
+
+def _luma(tone: int) -> float:
+    r, g, b = tone_to_rgb(tone)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def skin_tone_rank(tone: int) -> int:
+    """The rank of a skin tone from the lightest (0) to the darkest (11) by brightness.
+
+    Synthetic photos lighten dark skin so that Haar finds it, but keep this order; skin tone is compared by it.
+    """
+    order = sorted(SKIN_TONES, key=_luma, reverse=True)
+    return order.index(int(tone))
+
+
+def trait_classes(rows: pd.DataFrame, skin_tone_bins: int = 3) -> pd.DataFrame:
+    """The compared traits of rows with trait columns, as class ids (-1 where the row has no ground truth).
+
+    gender (male, female); glasses, hat, beard (none, some); hair (bald, short, long); hair_tone (the 12 catalogue
+    tones); skin_tone (its brightness rank cut into `skin_tone_bins` equal groups, lightest first).
+    """
+    known = rows["gender"].notna() if "gender" in rows else pd.Series(False, index=rows.index)
+    out = pd.DataFrame(index=rows.index)
+    if not known.any():
+        return out.assign(**{name: -1 for name in TRAITS})
+    part = rows[known]
+    hair = part["hair"].astype(int)
+    values = {
+        "gender": part["gender"].astype(int) - 1,
+        "glasses": (part["glasses"].astype(int) != NONE).astype(int),
+        "hat": (part["hat"].astype(int) != NONE).astype(int),
+        "beard": (part["beard"].astype(int) != NONE).astype(int),
+        "hair": np.where(hair == NONE, 0, np.where(hair >= LONG_HAIR_FROM, 2, 1)),
+        "hair_tone": part["hair_tone"].astype(int).map(HAIR_TONES.index),
+        "skin_tone": part["skin_tone"].astype(int).map(lambda t: skin_tone_rank(t) * skin_tone_bins // len(SKIN_TONES)),
+    }
+    for name in TRAITS:
+        out[name] = -1
+        out.loc[known, name] = np.asarray(values[name], dtype=np.int64)
+    return out.astype(np.int64)
+
+
+TRAITS = ("gender", "glasses", "hat", "beard", "hair", "hair_tone", "skin_tone")
+
+
+def class_counts(skin_tone_bins: int) -> dict[str, int]:
+    """How many classes each compared trait has."""
+    return {
+        "gender": 2,
+        "glasses": 2,
+        "hat": 2,
+        "beard": 2,
+        "hair": 3,
+        "hair_tone": len(HAIR_TONES),
+        "skin_tone": skin_tone_bins,
+    }
+
+
+class TraitNet(nn.Module):
+    """A small CNN with one linear head per trait: (B, 3, S, S) in [-1, 1] -> {trait: (B, classes) logits}.
+
+    Args:
+        classes: trait -> number of classes.
+        width: channels of the first conv; three more stride-2 convs double it.
+    """
+
+    def __init__(self, classes: Mapping[str, int], width: int = 12) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(4):
+            out = width * 2**i
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 8 * width)
+        self.heads = nn.ModuleDict({name: nn.Linear(channels, n) for name, n in classes.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.features(x)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+def train_trait_net(
+    images: torch.Tensor, labels: pd.DataFrame, classes: Mapping[str, int], steps: int, lr: float, seed: int
+) -> TraitNet:
+    """Fit a TraitNet on (N, 3, S, S) images in [-1, 1] with labels (N rows, one column per trait) by Adam.
+
+    Batches of 64 drawn with replacement, random horizontal flips; rows with -1 for a trait do not train its head.
+    """
+    with torch.enable_grad():  # callers evaluate under no_grad
+        return _fit(images, labels, classes, steps, lr, seed)
+
+
+def _fit(
+    images: torch.Tensor, labels: pd.DataFrame, classes: Mapping[str, int], steps: int, lr: float, seed: int
+) -> TraitNet:
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = TraitNet(classes)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    targets = {name: torch.tensor(labels[name].to_numpy(), dtype=torch.long) for name in classes}
+    net.train()
+    for _ in range(steps):
+        pick = torch.randint(len(images), (min(64, len(images)),), generator=generator)
+        x = images[pick]
+        flip = torch.rand(len(pick), generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        logits = net(x)
+        loss = sum(F.cross_entropy(logits[n], targets[n][pick], ignore_index=-1) for n in classes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def predict_traits(net: TraitNet, images: torch.Tensor) -> pd.DataFrame:
+    """The predicted class of every trait for (N, 3, S, S) images."""
+    net.eval()
+    outputs = [net(chunk) for chunk in images.split(256)]
+    return pd.DataFrame({name: torch.cat([o[name] for o in outputs]).argmax(1).numpy() for name in net.heads})
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often predicted traits equal the truth, and the majority-class share (chance) of the truth."""
+
+    accuracy: float
+    chance: float
+    count: int
+
+
+def agreement(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Agreement]:
+    """Per trait: accuracy of `predicted` against `truth` over the rows whose truth is known (>= 0)."""
+    out = {}
+    for name in truth.columns:
+        known = truth[name].to_numpy() >= 0
+        if not known.any():
+            continue
+        true = truth[name].to_numpy()[known]
+        hits = predicted[name].to_numpy()[known] == true
+        chance = np.bincount(true).max() / len(true)
+        out[name] = Agreement(float(hits.mean()), float(chance), int(known.sum()))
+    return out
