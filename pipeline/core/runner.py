@@ -84,5 +84,10 @@ def run_stage(
     except KeyboardInterrupt:
         run_log.write("interrupted", "stopped by Ctrl-C")
         print(f"\n[{name}] interrupted; re-run to resume where it stopped", file=sys.stderr)
-        sys.exit(130)
+        # Everything kept is already journaled on disk. Worker threads (icrawler's downloaders, OpenCV's pool)
+        # may still be inside native code, and tearing the interpreter down under them aborts the process
+        # ("terminate called without an active exception", exit -6), so leave without finalisation.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     run_log.write("ok")
