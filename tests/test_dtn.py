@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 
 from pipeline.core.manifest import write_manifest
-from pipeline.core.params import AlignParams, DtnParams, TrainParams
+from pipeline.core.params import AlignParams, DtnParams, TrainParams, load_params
 from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.dataset.shards import write_dataset
 from pipeline.models.dtn import EmojiDecoder, TripleDiscriminator, to_encoder_input
@@ -26,7 +26,7 @@ from pipeline.models.vgg import VGG
 from pipeline.sandbox import traits
 from pipeline.sandbox.avatar import render_avatar
 from pipeline.train.dtn_losses import discriminator_loss, distance, generator_gan_loss, total_variation
-from pipeline.train.train_dtn import Schedule, run_key
+from pipeline.train.train_dtn import Schedule, run_key, train_dtn
 from tests.conftest import make_tiny_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,6 +212,30 @@ def test_a_short_training_lowers_l_const_and_writes_metrics_with_chance_and_grid
     details = json.loads((cwd / "reports/details/dtn.json").read_text())
     ceiling = details["traits"]
     assert ceiling["gender"]["ceiling"] >= 0 and "agreement" not in ceiling["gender"]
+
+
+def test_d_judges_each_group_alone_in_d_and_g_updates(
+    tmp_path: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D's BatchNorm must see the same kind of batch in both updates: one group (G(x), G(t) or real t) at a time.
+
+    A mixed batch in D updates and an all-fake one in G updates let g fool D with noise (the default run's emoji
+    were grey noise).
+    """
+    cwd = workdir(tmp_path / "groups", tiny_world, steps=2, schedule="fixed", d_steps=1, g_steps=1)
+    monkeypatch.chdir(cwd)
+    seen: list[int] = []
+    forward = TripleDiscriminator.forward
+
+    def spy(self: TripleDiscriminator, emoji: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            seen.append(int(emoji.shape[0]))
+        return forward(self, emoji)
+
+    monkeypatch.setattr(TripleDiscriminator, "forward", spy)
+    train_dtn(load_params(cwd / "params.yaml"), say=lambda _: None)
+    # per step: D update on G(x), G(t), t; G update on G(x), G(t); batch 16 each
+    assert seen == [16] * 10, seen
 
 
 def test_adaptive_schedule_trains_and_missing_f_names_the_stage(tmp_path: Path, tiny_world: Path) -> None:

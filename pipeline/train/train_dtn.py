@@ -210,6 +210,12 @@ def dtn_step(
     face_embeddings, position_of = faces
     avatar_images, avatar_embeddings = avatars
 
+    def judge(*groups: torch.Tensor) -> list[torch.Tensor]:
+        # D's BatchNorm normalises each group on its own, in D updates and G updates alike (as DCGAN feeds real and
+        # fake batches apart). A mixed batch in one update and an all-fake one in the other let G fool a D whose
+        # statistics it had changed: D called noise a real avatar and g learned to draw noise.
+        return [d_net(rt.memory_format(group)) for group in groups]
+
     def train_step(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor | float]:
         # ---- inputs: f of the photos (precomputed: f is frozen) and random target avatars
         positions = torch.tensor([position_of[int(row)] for row in batch["index"]])
@@ -226,8 +232,7 @@ def dtn_step(
             if fakes is None:
                 with torch.no_grad():
                     fakes = g_net(embeddings)
-            logits = d_net(rt.memory_format(torch.cat([fakes.detach(), target])))  # (3B, 3)
-            loss_d, source_loss = discriminator_loss(*logits.split(len(positions)))
+            loss_d, source_loss = discriminator_loss(*judge(*fakes.detach().split(len(positions)), target))
             trainer.backward(loss_d, "D")
             schedule.observe(float(source_loss.detach()))
             out["train/loss_D"], out["train/loss_D_source"] = loss_d.detach(), source_loss.detach()
@@ -237,7 +242,7 @@ def dtn_step(
                 fakes = g_net(embeddings)
             assert fakes is not None
             fake_source, fake_target = fakes.split(len(positions))
-            source_logits, target_logits = d_net(rt.memory_format(fakes)).split(len(positions))
+            source_logits, target_logits = judge(fake_source, fake_target)
             gang = generator_gan_loss(source_logits, target_logits)
             const = distance(source, encode_emoji(encoder, rt.memory_format(fake_source)), section.const_distance)
             tid = distance(fake_target, target, section.tid_distance)
