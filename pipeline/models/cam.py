@@ -207,10 +207,7 @@ def load_cam(path: Path, device: str | torch.device = "cpu") -> CamClassifier:
         FileNotFoundError: when there is no file (train it with `dvc repro train_cam`).
         pipeline.train.checkpoint.CheckpointError: when the file is corrupt or not a cam.pt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; train the CAM model first with `dvc repro train_cam`")
-    payload = load_checkpoint(path, CAM_FORMAT)
+    payload = load_checkpoint(path, CAM_FORMAT, missing="train the CAM model first with `dvc repro train_cam`")
     net = build_cam_model(**{key: payload["arch"][key] for key in ARCH_KEYS})
     net.load_state_dict(payload["state"])
     return CamClassifier(net, payload["arch"], payload["labels"], payload["info"]).to(device).eval()

@@ -79,10 +79,7 @@ def load_f(path: Path, device: str | torch.device = "cpu") -> FaceEncoder:
         FileNotFoundError: when there is no file (train it with `dvc repro pretrain_f`).
         pipeline.train.checkpoint.CheckpointError: when the file is corrupt or not an f.pt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; train f first with `dvc repro pretrain_f`")
-    payload = load_checkpoint(path, F_FORMAT)
+    payload = load_checkpoint(path, F_FORMAT, missing="train f first with `dvc repro pretrain_f`")
     net = VGG(**{key: payload["arch"][key] for key in ARCH_KEYS})
     net.load_state_dict(payload["state"])
     return FaceEncoder(net, payload["labels"], payload["info"]).to(device).eval()

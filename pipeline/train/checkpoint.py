@@ -15,6 +15,7 @@ from pipeline.core.reuse import canonical_json, result_key
 
 FORMAT = "img2caricature/checkpoint-v1"
 START_FRESH = "delete it (or move it away) and re-run to train from scratch"
+CHECKPOINT_FILE = "last.pt"  # the resume state in a stage's checkpoint_dir
 
 
 class CheckpointError(RuntimeError):
@@ -70,13 +71,20 @@ def save_checkpoint(path: Path, payload: dict[str, Any], fmt: str = FORMAT) -> N
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, expected_format: str = FORMAT) -> dict[str, Any]:
+def load_checkpoint(path: Path, expected_format: str = FORMAT, missing: str = "") -> dict[str, Any]:
     """Load a checkpoint dict with `torch.load(weights_only=True)` onto the CPU.
 
+    Args:
+        missing: for a model file a user passes to a command: what to do when there is none
+            (`FileNotFoundError` "<path> not found; <missing>").
+
     Raises:
+        FileNotFoundError: when `missing` is given and there is no file.
         CheckpointError: when the file is unreadable, truncated, holds objects a weights-only load refuses, or is
             not a dict of `expected_format`; the message names the file and what to do.
     """
+    if missing and not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found; {missing}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:

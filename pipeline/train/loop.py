@@ -51,6 +51,7 @@ class FitResult:
     step: int = 0
     images: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     data_wait_seconds: float = 0.0
 
     @property
@@ -60,6 +61,19 @@ class FitResult:
     @property
     def data_wait_share(self) -> float:
         return self.data_wait_seconds / self.seconds if self.seconds else 0.0
+
+    def record(self, world_size: int, device: torch.device | str) -> dict[str, Any]:
+        """The run-log entries every training stage writes (img/s summed over `world_size` ranks)."""
+        return {
+            "resumed_from_step": self.start_step,
+            "steps_run": self.step - self.start_step,
+            "train_seconds": round(self.seconds, 2),
+            "train_cpu_seconds": round(self.cpu_seconds, 2),
+            "images_per_s": round(self.images_per_s * world_size, 1),
+            "data_wait_share": round(self.data_wait_share, 4),
+            "world_size": world_size,
+            "device": str(device),
+        }
 
 
 class Trainer:
@@ -164,7 +178,7 @@ class Trainer:
         """Train from `self.step` to `loop.steps`; see the class docstring for what happens around each step."""
         loop, rt = self.loop, self.rt
         result = FitResult(start_step=self.step, step=self.step)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         source = self.batches(stream)
         for module in self.modules.values():
             module.train()
@@ -198,6 +212,7 @@ class Trainer:
                 self.save()
         result.step = self.step
         result.seconds = time.perf_counter() - started
+        result.cpu_seconds = time.process_time() - cpu_started
         return result
 
     def evaluate(self, evaluate: Evaluate) -> dict[str, float]:

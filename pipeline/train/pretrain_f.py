@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.core.params import Params, PretrainFParams, resolved
+from pipeline.core.params import CamParams, Params, PretrainFParams, resolved
 from pipeline.core.reuse import code_version, shaping_params
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import Augment, ShardDataset, ShardStream, to_model_input
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
-from pipeline.train.checkpoint import RunKey
+from pipeline.train.checkpoint import CHECKPOINT_FILE, RunKey
 from pipeline.train.loop import Trainer, TrainStep, eval_batches, lr_factor
 from pipeline.train.runtime import Runtime, runtime
 
 # Keys of the section that never change the trained weights: where things go and how often they are logged.
 NOT_SHAPING = ("log_every", "checkpoint_every", "model", "metrics", "details", "run_log", "live_dir", "checkpoint_dir")
-CHECKPOINT_FILE = "last.pt"
 CONFUSION_FILE = "confusion.json"
 
 
@@ -92,7 +90,7 @@ def build_model(section: PretrainFParams, num_classes: int) -> tuple[VGG, dict[s
     return VGG(**arch), arch
 
 
-def make_optimizer(section: PretrainFParams, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(section: PretrainFParams | CamParams, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (Nesterov) or AdamW; no weight decay on biases and BatchNorm parameters."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
@@ -206,6 +204,46 @@ def flat_metrics(test: ClassCounts, val: dict[str, float], data: FaceData, best_
     return metrics
 
 
+def classifier_trainer(
+    rt: Runtime,
+    section: PretrainFParams | CamParams,
+    model: nn.Module,
+    key: RunKey,
+    data: FaceData,
+    names: tuple[str, str],
+    say: Callable[[str], None],
+) -> tuple[Trainer, ShardStream, Augment]:
+    """The Trainer (one optimiser, the best val top-1 kept), batch stream and augmentation of a classifier section.
+
+    `pretrain_f` and `train_cam` train alike; `names` is (the stage, its params section), for messages.
+
+    Raises:
+        PretrainError: when the training split makes no batch.
+    """
+    trainer = Trainer(
+        rt,
+        section,
+        {"model": model},
+        {"model": make_optimizer(section, model)},
+        key,
+        checkpoint=Path(section.checkpoint_dir) / CHECKPOINT_FILE,
+        live_dir=Path(section.live_dir),
+        select=(lambda m: (m["val/top1"], -m["val/loss"])) if len(data.val) else None,
+        lr_at=lambda step: lr_factor(step, section.steps, section.warmup_steps, section.schedule),
+    )
+    stage, section_key = names
+    message = trainer.start()
+    if rt.is_main:
+        say(f"{stage}: {message}")
+    stream = ShardStream(data.train, section.batch_size, shuffle=True, seed=section.seed, drop_last=True)
+    if len(stream) == 0:
+        raise PretrainError(
+            f"{len(data.train)} training images over {rt.world_size} rank(s) make no batch of {section.batch_size}; "
+            f"lower {section_key}.batch_size"
+        )
+    return trainer, stream, Augment(**section.augment.model_dump())
+
+
 def pretrain_f(params: Params, say: Callable[[str], None] = print) -> PretrainResult:
     """Train f per params.pretrain_f on `<pack.out_dir>/faces`; writes f.pt and the plots, returns the numbers.
 
@@ -221,27 +259,9 @@ def pretrain_f(params: Params, say: Callable[[str], None] = print) -> PretrainRe
     with runtime(section.runtime, section.seed) as rt:
         model, arch = build_model(section, len(labels))
         net = rt.prepare(model)
-        trainer = Trainer(
-            rt,
-            section,
-            {"model": model},
-            {"model": make_optimizer(section, model)},
-            run_key(section, data.data_id),
-            checkpoint=Path(section.checkpoint_dir) / CHECKPOINT_FILE,
-            live_dir=Path(section.live_dir),
-            select=(lambda m: (m["val/top1"], -m["val/loss"])) if len(data.val) else None,
-            lr_at=lambda step: lr_factor(step, section.steps, section.warmup_steps, section.schedule),
+        trainer, stream, augment = classifier_trainer(
+            rt, section, model, run_key(section, data.data_id), data, ("pretrain_f", "pretrain_f"), say
         )
-        message = trainer.start()
-        if rt.is_main:
-            say(f"pretrain_f: {message}")
-        augment = Augment(**section.augment.model_dump())
-        stream = ShardStream(data.train, section.batch_size, shuffle=True, seed=section.seed, drop_last=True)
-        if len(stream) == 0:
-            raise PretrainError(
-                f"{len(data.train)} training faces over {rt.world_size} rank(s) make no batch of {section.batch_size}; "
-                "lower pretrain_f.batch_size"
-            )
         if rt.is_main:
             grid = sample_grid(data.train, labels, 32, size, augment)
             trainer.live.image("train_augmented.png", grid, step=trainer.step)
@@ -251,22 +271,12 @@ def pretrain_f(params: Params, say: Callable[[str], None] = print) -> PretrainRe
             counts = count_split(rt, model, data.val, size, section.batch_size, section.eval_flip)
             return {"val/top1": counts.topk(1), "val/top5": counts.topk(5), "val/loss": counts.loss()}
 
-        cpu_start = time.process_time()
         fit = trainer.fit(stream, train_step, evaluate if len(data.val) else None)
         model.load_state_dict(trainer.selected())
         best = trainer.best or {"step": trainer.step, "metrics": {}}
         test = count_split(rt, model, data.test, size, section.batch_size, section.eval_flip)
         metrics = flat_metrics(test, best["metrics"], data, int(best["step"]))
-        run = {
-            "resumed_from_step": fit.start_step,
-            "steps_run": fit.step - fit.start_step,
-            "train_seconds": round(fit.seconds, 2),
-            "train_cpu_seconds": round(time.process_time() - cpu_start, 2),
-            "images_per_s": round(fit.images_per_s * rt.world_size, 1),
-            "data_wait_share": round(fit.data_wait_share, 4),
-            "world_size": rt.world_size,
-            "device": str(rt.device),
-        }
+        run = fit.record(rt.world_size, rt.device)
         if rt.is_main:
             write_outputs(section, params, model, arch, data, test, metrics, trainer)
             say(

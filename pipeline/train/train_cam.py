@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,15 @@ from torch import nn
 from pipeline.core.params import CamParams, Params, resolved
 from pipeline.core.reuse import code_version, shaping_params
 from pipeline.core.viz import image_grid
-from pipeline.dataset.loader import Augment, ShardDataset, ShardStream, to_model_input
+from pipeline.dataset.loader import ShardDataset, to_model_input
 from pipeline.evaluate.cam_boxes import Box, cam_box, draw_overlay, floor, iou
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
 from pipeline.models.cam import build_cam_model, heat_maps, save_cam
 from pipeline.models.face_encoder import ARCH_KEYS as F_ARCH_KEYS
 from pipeline.models.face_encoder import F_FORMAT
 from pipeline.train.checkpoint import RunKey, load_checkpoint
-from pipeline.train.loop import Trainer, eval_batches, lr_factor
-from pipeline.train.pretrain_f import FaceData, classifier_step, count_split, make_optimizer, read_faces
+from pipeline.train.loop import eval_batches
+from pipeline.train.pretrain_f import FaceData, classifier_step, classifier_trainer, count_split, read_faces
 from pipeline.train.runtime import Runtime, runtime
 
 # Keys of the section that never change the trained weights. The box keys (threshold, boxes, min_iou, occlusion_*)
@@ -43,7 +42,6 @@ NOT_SHAPING = (
 # pack's BOX_COLUMNS (pipeline.dataset.shards; a test keeps them equal). Importing shards would tie this stage's code
 # version to the Haar detector that pack imports, and retrain CAM on every change of align's code.
 BOX_COLUMNS = ("box_x", "box_y", "box_w", "box_h")
-CHECKPOINT_FILE = "last.pt"
 OVERLAY_FILE = "test_overlays.png"
 IOU_BINS = 10
 
@@ -245,27 +243,9 @@ def train_cam(params: Params, say: Callable[[str], None] = print) -> CamResult:
         if section.init == "f":
             model.features.load_state_dict(f_state)
         net = rt.prepare(model)
-        trainer = Trainer(
-            rt,
-            section,
-            {"model": model},
-            {"model": make_optimizer(section, model)},  # type: ignore[arg-type]  # the same optimiser keys
-            run_key(section, data_id),
-            checkpoint=Path(section.checkpoint_dir) / CHECKPOINT_FILE,
-            live_dir=Path(section.live_dir),
-            select=(lambda m: (m["val/top1"], -m["val/loss"])) if len(data.val) else None,
-            lr_at=lambda step: lr_factor(step, section.steps, section.warmup_steps, section.schedule),
+        trainer, stream, augment = classifier_trainer(
+            rt, section, model, run_key(section, data_id), data, ("train_cam", "cam"), say
         )
-        message = trainer.start()
-        if rt.is_main:
-            say(f"train_cam: {message}")
-        augment = Augment(**section.augment.model_dump())
-        stream = ShardStream(data.train, section.batch_size, shuffle=True, seed=section.seed, drop_last=True)
-        if len(stream) == 0:
-            raise CamError(
-                f"{len(data.train)} training photos over {rt.world_size} rank(s) make no batch of "
-                f"{section.batch_size}; lower cam.batch_size"
-            )
         train_step = classifier_step(rt, net, trainer, size, augment, section.label_smoothing)
 
         def evaluate() -> dict[str, float]:
@@ -276,7 +256,6 @@ def train_cam(params: Params, say: Callable[[str], None] = print) -> CamResult:
                 out.update({"val/localised": located["localised"], "val/mean_iou": located["mean_iou"]})
             return out
 
-        cpu_start = time.process_time()
         fit = trainer.fit(stream, train_step, evaluate if len(data.val) else None)
         model.load_state_dict(trainer.selected())
         best = trainer.best or {"step": trainer.step, "metrics": {}}
@@ -284,15 +263,7 @@ def train_cam(params: Params, say: Callable[[str], None] = print) -> CamResult:
         located = localise(rt, model, data.test, section)
         floors = floor(haar_boxes(data.test), haar_boxes(data.train), int(data.test.image_shape[0]), section.min_iou)
         metrics = flat_metrics(test, located, floors, best["metrics"], data, int(best["step"]))
-        run = {
-            "resumed_from_step": fit.start_step,
-            "steps_run": fit.step - fit.start_step,
-            "train_seconds": round(fit.seconds, 2),
-            "train_cpu_seconds": round(time.process_time() - cpu_start, 2),
-            "images_per_s": round(fit.images_per_s * rt.world_size, 1),
-            "world_size": rt.world_size,
-            "device": str(rt.device),
-        }
+        run = fit.record(rt.world_size, rt.device)
         if rt.is_main:
             info = {"params": resolved(section), "photo_size": int(data.test.image_shape[0]), "metrics": metrics}
             save_cam(Path(section.model), model.state_dict(), arch, labels, {**info, "run": trainer.key.record()})

@@ -31,13 +31,12 @@ from pipeline.evaluate.frechet import (
 )
 from pipeline.models.dcgan import IMAGE_SIZE, Discriminator, Generator, to_uint8_images
 from pipeline.models.face_encoder import load_f
-from pipeline.train.checkpoint import RunKey, save_checkpoint
+from pipeline.train.checkpoint import CHECKPOINT_FILE, RunKey, save_checkpoint
 from pipeline.train.loop import Trainer, TrainStep
 from pipeline.train.pretrain_f import FaceData, read_faces
 from pipeline.train.runtime import Runtime, runtime
 
 DCGAN_FORMAT = "img2caricature/dcgan-v1"
-CHECKPOINT_FILE = "last.pt"
 FRAMES = "samples"  # plots/images/samples/step_NNNNNN.png: the fixed-noise grid at every logged step
 FINAL_GRID = "samples_final.png"
 GIF = "training.gif"
@@ -291,19 +290,8 @@ def train_dcgan(params: Params, say: Callable[[str], None] = print) -> DcganResu
             grid(0)
         augment = Augment(flip=section.flip, crop=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
         step_fn = with_grids(gan_step(rt, gen_net, disc_net, trainer, section.nz, augment), trainer, grid)
-        cpu_start = time.process_time()
         fit = trainer.fit(stream, step_fn)
-        train_cpu = time.process_time() - cpu_start
-        run: dict[str, Any] = {
-            "resumed_from_step": fit.start_step,
-            "steps_run": fit.step - fit.start_step,
-            "train_seconds": round(fit.seconds, 2),
-            "train_cpu_seconds": round(train_cpu, 2),
-            "images_per_s": round(fit.images_per_s * rt.world_size, 1),
-            "data_wait_share": round(fit.data_wait_share, 4),
-            "world_size": rt.world_size,
-            "device": str(rt.device),
-        }
+        run = fit.record(rt.world_size, rt.device)
         metrics: dict[str, Any] = {}
         if rt.is_main:
             trainer.live.image(FINAL_GRID, sample_grid(gen, fixed_noise(64, section.nz, train.seed), train.batch_size))

@@ -23,7 +23,7 @@ from pipeline.evaluate.retrieval import identity_centroids, identity_topk, self_
 from pipeline.evaluate.traits import agreement, class_counts, predict_traits, train_trait_net, trait_classes
 from pipeline.models.dtn import EmojiDecoder, TripleDiscriminator, to_encoder_input
 from pipeline.models.face_encoder import FaceEncoder, load_f
-from pipeline.train.checkpoint import RunKey, load_checkpoint, save_checkpoint
+from pipeline.train.checkpoint import CHECKPOINT_FILE, RunKey, load_checkpoint, save_checkpoint
 from pipeline.train.dtn_losses import (
     discriminator_loss,
     distance,
@@ -34,7 +34,6 @@ from pipeline.train.loop import Trainer
 from pipeline.train.runtime import Runtime, runtime
 
 DTN_FORMAT = "img2caricature/dtn-v1"
-CHECKPOINT_FILE = "last.pt"
 # Keys that never change the trained weights: where things go, how often they are logged, the evaluation's own knobs.
 NOT_SHAPING_TRAIN = ("log_every", "eval_every", "checkpoint_every")
 NOT_SHAPING_DTN = ("grid_photos", "trait_steps", "trait_lr", "skin_tone_bins", "model", "metrics", "details")
@@ -402,23 +401,18 @@ def train_dtn(params: Params, say: Callable[[str], None] = print) -> DtnResult:
             return {"eval/L_CONST": float(const), "eval/median_rank": ranks.median}
 
         fit = trainer.fit(stream, step, evaluate)
-        train_seconds, train_cpu = fit.seconds, time.process_time() - cpu_started
         g.eval()
         metrics, details, _ = evaluate_dtn(encoder, g, section, train.seed, data)
         final = pair_grid(grid_photos, g(grid_embeddings).cpu(), grid_names)
         trainer.live.image("photo_emoji_final.png", final)
         run = {
-            "resumed_from_step": fit.start_step,
-            "steps_run": fit.step - fit.start_step,
-            "train_seconds": round(train_seconds, 2),
-            "train_cpu_seconds": round(train_cpu, 2),
-            "seconds": round(time.perf_counter() - started, 2),
+            **fit.record(rt.world_size, rt.device),
+            "seconds": round(time.perf_counter() - started, 2),  # with f of every input before and the evaluation
             "cpu_seconds": round(time.process_time() - cpu_started, 2),
-            "device": str(rt.device),
         }
         info = {"params": resolved(section), "train": resolved(train), "f_key": f_key, "metrics": metrics}
         save_dtn(Path(section.model), g.state_dict(), d.state_dict(), arch, info | {"run": trainer.key.record()})
-        say(f"train_dtn: {run['steps_run']} steps in {train_seconds:.1f} s ({train_cpu:.1f} s CPU)")
+        say(f"train_dtn: {run['steps_run']} steps in {fit.seconds:.1f} s ({fit.cpu_seconds:.1f} s CPU)")
         trainer.close()
     return DtnResult(metrics, details, run)
 
@@ -435,10 +429,7 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[Emoj
         FileNotFoundError: when there is no file (train it with `dvc repro train_dtn`).
         pipeline.train.checkpoint.CheckpointError: when the file is corrupt or not a dtn.pt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; train the DTN first with `dvc repro train_dtn`")
-    payload = load_checkpoint(path, DTN_FORMAT)
+    payload = load_checkpoint(path, DTN_FORMAT, missing="train the DTN first with `dvc repro train_dtn`")
     g = EmojiDecoder(**payload["arch"])
     g.load_state_dict(payload["g"])
     return g.to(device).eval(), payload["info"]
