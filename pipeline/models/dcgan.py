@@ -14,6 +14,8 @@ def init_dcgan_weights(module: nn.Module) -> None:
     """The paper's init: every conv weight from N(0, 0.02), BatchNorm scales from N(1, 0.02), biases 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:  # the DCGAN's own convs have none; the DTN's D has one on its first
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

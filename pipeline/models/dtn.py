@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.dcgan import init_dcgan_weights
+
 # The discriminator's three classes: G of a source photo, G of a target avatar, a real avatar.
 FAKE_SOURCE, FAKE_TARGET, REAL_TARGET = 0, 1, 2
 
@@ -53,18 +55,8 @@ class EmojiDecoder(nn.Module):
             channels = width
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.ConvTranspose2d(channels, 3, 4, stride=2, padding=1)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """DCGAN init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.normal_(module.weight, 0.0, 0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.normal_(module.weight, 1.0, 0.02)
-                nn.init.zeros_(module.bias)
+        for module in self.modules():  # DCGAN init, in this order (the draws follow it)
+            init_dcgan_weights(module)
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         x = embedding.view(embedding.shape[0], -1, 1, 1)  # (B, D, 1, 1)
@@ -97,18 +89,8 @@ class TripleDiscriminator(nn.Module):
             channels, side, width = width, side // 2, width * 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(channels, 3, 4)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """DCGAN init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, 0.0, 0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.normal_(module.weight, 1.0, 0.02)
-                nn.init.zeros_(module.bias)
+        for module in self.modules():  # DCGAN init, in this order (the draws follow it)
+            init_dcgan_weights(module)
 
     def forward(self, emoji: torch.Tensor) -> torch.Tensor:
         x = self.features(emoji)  # (B, C, 4, 4)
@@ -119,4 +101,6 @@ def to_encoder_input(emoji: torch.Tensor, size: int) -> torch.Tensor:
     """g's output (B, 3, s, s) in [-1, 1] resized to f's input side (bilinear, differentiable)."""
     if emoji.shape[-1] == size:
         return emoji
-    return F.interpolate(emoji, size=(size, size), mode="bilinear", align_corners=False, antialias=size < emoji.shape[-1])
+    return F.interpolate(
+        emoji, size=(size, size), mode="bilinear", align_corners=False, antialias=size < emoji.shape[-1]
+    )
