@@ -216,30 +216,52 @@ def test_a_short_training_lowers_g_loss_and_writes_metrics_with_chance_and_grids
     details = json.loads((cwd / "reports/details/dtn.json").read_text())
     ceiling = details["traits"]
     assert ceiling["gender"]["ceiling"] >= 0 and "agreement" not in ceiling["gender"]
+    assert 0 <= ceiling["gender"]["f_avatars"] <= 1 and "f_photos" not in ceiling["gender"]
+    assert metrics["f_traits_above_chance_15pts"] == 0
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_d_judges_each_group_alone_in_d_and_g_updates(
-    tmp_path: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:
     """D's BatchNorm must see the same kind of batch in both updates: one group (G(x), G(t) or real t) at a time.
 
     A mixed batch in D updates and an all-fake one in G updates let g fool D with noise (the default run's emoji
-    were grey noise).
+    were grey noise). `train.runtime.precision` reaches every forward pass of the step (D, g and f in L_CONST).
     """
     cwd = workdir(tmp_path / "groups", tiny_world, steps=2, schedule="fixed", d_steps=1, g_steps=1)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params["train"]["runtime"]["precision"] = precision
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(cwd)
     seen: list[int] = []
-    forward = TripleDiscriminator.forward
+    autocast: set[tuple[str, bool]] = set()
+    forward, decode = TripleDiscriminator.forward, EmojiDecoder.forward
 
     def spy(self: TripleDiscriminator, emoji: torch.Tensor) -> torch.Tensor:
         if self.training:
             seen.append(int(emoji.shape[0]))
+            autocast.add(("D", torch.is_autocast_enabled("cpu")))
         return forward(self, emoji)
 
+    def spy_g(self: EmojiDecoder, embedding: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            autocast.add(("g", torch.is_autocast_enabled("cpu")))
+        return decode(self, embedding)
+
+    def spy_f(self: VGG, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:  # f(G(x)) in L_CONST; f of the data is precomputed outside the step
+            autocast.add(("f", torch.is_autocast_enabled("cpu")))
+        return embed(self, x)
+
+    embed = VGG.embed
     monkeypatch.setattr(TripleDiscriminator, "forward", spy)
+    monkeypatch.setattr(EmojiDecoder, "forward", spy_g)
+    monkeypatch.setattr(VGG, "embed", spy_f)
     train_dtn(load_params(cwd / "params.yaml"), say=lambda _: None)
     # per step: D update on G(x), G(t), t; G update on G(x), G(t); batch 16 each
     assert seen == [16] * 10, seen
+    assert autocast == {(net, precision == "bf16") for net in ("D", "g", "f")}
 
 
 def test_adaptive_schedule_trains_and_missing_f_names_the_stage(tmp_path: Path, tiny_world: Path) -> None:
@@ -344,6 +366,27 @@ def test_trait_classifier_beats_chance_on_held_out_avatars(tmp_path: Path) -> No
     margins = {name: s.accuracy - s.chance for name, s in scores.items()}
     assert sum(m >= 0.1 for m in margins.values()) >= 2, margins
     assert scores["skin_tone"].accuracy > scores["skin_tone"].chance, margins
+
+
+def test_embedding_probe_reads_a_trait_the_embedding_carries_and_not_one_it_lacks() -> None:
+    """f's linear probe: a trait written along one feature (scaled and shifted, as raw embeddings are) is read on new
+    points; a trait the features do not carry stays near chance; a trait with one class in training is skipped."""
+    from pipeline.evaluate.traits import embedding_probe
+
+    rng = np.random.default_rng(0)
+
+    def world(n: int) -> tuple[torch.Tensor, pd.DataFrame]:
+        tone = rng.integers(0, 3, n)
+        features = rng.normal(size=(n, 16))
+        features[:, 3] = 5.0 * tone + 40.0 + 0.3 * rng.normal(size=n)
+        truth = pd.DataFrame({"skin_tone": tone, "glasses": rng.integers(0, 2, n), "hat": np.zeros(n, dtype=int)})
+        return torch.tensor(features, dtype=torch.float32), truth
+
+    (train, train_truth), test = world(300), world(400)
+    scores = embedding_probe(train, train_truth, {"test": test}, {"skin_tone": 3, "glasses": 2, "hat": 2})["test"]
+    assert scores["skin_tone"].accuracy > 0.95 and scores["skin_tone"].chance < 0.45
+    assert abs(scores["glasses"].accuracy - 0.5) < 0.1, scores["glasses"]
+    assert "hat" not in scores
 
 
 def test_skin_tone_is_compared_by_brightness_rank() -> None:

@@ -160,3 +160,53 @@ def agreement(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Agreeme
         chance = np.bincount(true).max() / len(true)
         out[name] = Agreement(float(hits.mean()), float(chance), int(known.sum()))
     return out
+
+
+def linear_probe(
+    features: torch.Tensor, labels: np.ndarray, classes: int, l2: float = 1e-2, iterations: int = 200
+) -> nn.Linear:
+    """A softmax regression of integer `labels` (N,) on `features` (N, D), fitted by L-BFGS from zero weights
+    (deterministic); the features are standardised inside the returned layer."""
+    x = features.detach().float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    layer = nn.Linear(x.shape[1], classes)
+    nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
+    z = (x - mean) / std
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(z), y) + l2 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    # fold the standardisation into the layer: w (x - m) / s + b = (w / s) x + (b - w m / s)
+    with torch.no_grad():
+        layer.weight.div_(std)
+        layer.bias.sub_(layer.weight @ mean)
+    return layer.eval()
+
+
+def embedding_probe(
+    train: torch.Tensor,
+    train_truth: pd.DataFrame,
+    tests: Mapping[str, tuple[torch.Tensor, pd.DataFrame]],
+    classes: Mapping[str, int],
+) -> dict[str, dict[str, Agreement]]:
+    """What an embedding says of each trait: a linear probe per trait fitted on `train` (N, D) with its truth, and
+    its agreement on every named test set of (embeddings, truth). Traits with a single class in training are skipped.
+    """
+    out: dict[str, dict[str, Agreement]] = {name: {} for name in tests}
+    for trait, n in classes.items():
+        known = train_truth[trait].to_numpy() >= 0
+        if len(np.unique(train_truth[trait].to_numpy()[known])) < 2:
+            continue
+        layer = linear_probe(train[torch.as_tensor(known)], train_truth[trait].to_numpy()[known], n)
+        for name, (features, truth) in tests.items():
+            with torch.no_grad():
+                predicted = pd.DataFrame({trait: layer(features.float()).argmax(1).numpy()})
+            out[name].update(agreement(predicted, truth[[trait]].reset_index(drop=True)))
+    return out

@@ -20,7 +20,14 @@ from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import ShardDataset, ShardStream, to_model_input
 from pipeline.evaluate.classify import chance_topk
 from pipeline.evaluate.retrieval import identity_centroids, identity_topk, self_ranks
-from pipeline.evaluate.traits import agreement, class_counts, predict_traits, train_trait_net, trait_classes
+from pipeline.evaluate.traits import (
+    agreement,
+    class_counts,
+    embedding_probe,
+    predict_traits,
+    train_trait_net,
+    trait_classes,
+)
 from pipeline.models.dtn import EmojiDecoder, TripleDiscriminator, to_encoder_input
 from pipeline.models.face_encoder import FaceEncoder, load_f
 from pipeline.train.checkpoint import CHECKPOINT_FILE, RunKey, load_checkpoint, save_checkpoint
@@ -213,7 +220,12 @@ def dtn_step(
         # D's BatchNorm normalises each group on its own, in D updates and G updates alike (as DCGAN feeds real and
         # fake batches apart). A mixed batch in one update and an all-fake one in the other let G fool a D whose
         # statistics it had changed: D called noise a real avatar and g learned to draw noise.
-        return [d_net(rt.memory_format(group)) for group in groups]
+        with rt.autocast():
+            return [d_net(rt.memory_format(group)).float() for group in groups]
+
+    def generate_fakes(embeddings: torch.Tensor) -> torch.Tensor:
+        with rt.autocast():
+            return g_net(embeddings).float()
 
     def train_step(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor | float]:
         # ---- inputs: f of the photos (precomputed: f is frozen) and random target avatars
@@ -225,12 +237,12 @@ def dtn_step(
         out: dict[str, torch.Tensor | float] = {"train/d_updates": d_updates, "train/g_updates": g_updates}
         embeddings = torch.cat([source, target_embedding])  # (2B, D)
         # g changes only in G updates: the D updates and the first G update share one forward pass of g
-        fakes = g_net(embeddings) if g_updates else None  # (2B, 3, S, S)
+        fakes = generate_fakes(embeddings) if g_updates else None  # (2B, 3, S, S)
         # ---- D step: G(source) -> 0, G(target) -> 1, real avatar -> 2
         for _ in range(d_updates):
             if fakes is None:
                 with torch.no_grad():
-                    fakes = g_net(embeddings)
+                    fakes = generate_fakes(embeddings)
             loss_d, source_loss = discriminator_loss(*judge(*fakes.detach().split(len(positions)), target))
             trainer.backward(loss_d, "D")
             schedule.observe(float(source_loss.detach()))
@@ -238,12 +250,14 @@ def dtn_step(
         # ---- G step: L_GANG + alpha L_CONST + beta L_TID + gamma L_TV
         for i in range(g_updates):
             if i > 0:
-                fakes = g_net(embeddings)
+                fakes = generate_fakes(embeddings)
             assert fakes is not None
             fake_source, fake_target = fakes.split(len(positions))
             source_logits, target_logits = judge(fake_source, fake_target)
             gang = generator_gan_loss(source_logits, target_logits)
-            const = distance(source, encode_emoji(encoder, rt.memory_format(fake_source)), section.const_distance)
+            with rt.autocast():
+                probe = encode_emoji(encoder, rt.memory_format(fake_source)).float()
+            const = distance(source, probe, section.const_distance)
             tid = distance(fake_target, target, section.tid_distance)
             tv = total_variation(fakes)
             loss_g = gang + section.alpha * const + section.beta * tid + section.gamma * tv
@@ -260,20 +274,37 @@ def dtn_step(
 
 
 def trait_evaluation(
-    section: DtnParams, seed: int, data: DtnData, emoji: torch.Tensor, test_rows: pd.DataFrame
+    section: DtnParams,
+    seed: int,
+    data: DtnData,
+    emoji: torch.Tensor,
+    test_rows: pd.DataFrame,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    test_embeddings: torch.Tensor,
 ) -> dict[str, dict[str, float]]:
-    """Train the trait classifier on the real train avatars, its held-out accuracy (the ceiling), and its agreement
-    on the emoji of the test photos with their identities' true traits; per trait, with the majority-class chance."""
+    """Per trait, with the majority-class chance: the trait classifier trained on the real train avatars, its
+    held-out accuracy (the ceiling), and its agreement on the emoji of the test photos with their identities' true
+    traits. Beside them, what f itself carries of the trait (`f_avatars`, `f_photos`): a linear probe fitted on
+    f of the train avatars, scored on f of the held-out avatars and on f of the test photos. g learns to draw a
+    trait from avatars through f (L_TID), so a trait that f's avatar probe cannot read in the photos' embeddings has
+    no path to the emoji."""
     bins = section.skin_tone_bins
     classes = class_counts(bins)
     train_images, train_rows = all_images([data.avatars_train])
     held_images, held_rows = all_images(data.avatars_held_out)
+    truth = trait_classes(test_rows, bins).reset_index(drop=True)
+    held_truth = trait_classes(held_rows, bins).reset_index(drop=True)
+    probe = embedding_probe(
+        embed(train_images).cpu(),
+        trait_classes(train_rows, bins).reset_index(drop=True),
+        {"f_avatars": (embed(held_images).cpu(), held_truth), "f_photos": (test_embeddings.cpu(), truth)},
+        classes,
+    )
     net = train_trait_net(
         to_model_input(train_images, TRAIT_SIZE), trait_classes(train_rows, bins), classes, section.trait_steps,
         section.trait_lr, seed,
     )  # fmt: skip
-    ceiling = agreement(predict_traits(net, to_model_input(held_images, TRAIT_SIZE)), trait_classes(held_rows, bins))
-    truth = trait_classes(test_rows, bins).reset_index(drop=True)
+    ceiling = agreement(predict_traits(net, to_model_input(held_images, TRAIT_SIZE)), held_truth)
     small = nn.functional.interpolate(emoji, size=(TRAIT_SIZE, TRAIT_SIZE), mode="bilinear", antialias=True)
     kept = agreement(predict_traits(net, small), truth)
     table = {}
@@ -284,6 +315,9 @@ def trait_evaluation(
         if name in kept:
             row.update(agreement=round(kept[name].accuracy, 4), chance=round(kept[name].chance, 4))
             row["photos"] = kept[name].count
+        for probe_name, scores in probe.items():
+            if name in scores:
+                row[probe_name] = round(scores[name].accuracy, 4)
         table[name] = row
     return table
 
@@ -309,9 +343,10 @@ def evaluate_dtn(
     centroids, names = identity_centroids(embed_all(encoder, train_photos).cpu(), list(train_rows["identity"]))
     identities = list(rows["identity"].astype(str))
     topk = identity_topk(probes.cpu(), identities, centroids, names, (1, 5))
-    traits = trait_evaluation(section, seed, data, emoji, rows)
+    traits = trait_evaluation(section, seed, data, emoji, rows, lambda images: embed_all(encoder, images), source)
     compared = [t for t in traits.values() if "agreement" in t]
     above = sum(t["agreement"] >= t["chance"] + AGREEMENT_MARGIN for t in compared)
+    f_above = sum(t.get("f_photos", 0.0) >= t["chance"] + AGREEMENT_MARGIN for t in compared)
     metrics = {
         "test_const": round(distance(source, probes, section.const_distance).item(), 4),
         "test_tid": round(distance(avatar_emoji, avatar_images, section.tid_distance).item(), 4),
@@ -328,6 +363,8 @@ def evaluate_dtn(
         "avatar_spread": round(avatar_images.std(0).mean().item(), 4),
         "traits_compared": len(compared),
         "traits_above_chance_15pts": int(above),
+        # the same count for f's own avatar-trained linear probe on the test photos' f: the traits f could pass on
+        "f_traits_above_chance_15pts": int(f_above),
     }
     if compared:
         metrics["mean_trait_agreement"] = round(float(np.mean([t["agreement"] for t in compared])), 4)
