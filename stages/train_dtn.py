@@ -13,7 +13,8 @@ from pipeline.train.train_dtn import DtnError, train_dtn
 
 def summary(metrics: dict[str, Any], section: DtnParams) -> str:
     traits = (
-        f"{metrics['traits_above_chance_15pts']} of {metrics['traits_compared']} traits >= 15 points above chance"
+        f"{metrics['traits_above_chance_15pts']} of {metrics['traits_compared']} traits >= 15 points above chance "
+        f"(f itself carries {metrics['f_traits_above_chance_15pts']} from avatars to photos)"
         if metrics["traits_compared"]
         else "no trait ground truth for these photos"
     )
