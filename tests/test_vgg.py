@@ -67,3 +67,25 @@ def test_dropout_is_active_in_train_mode_only() -> None:
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="input_size=16"):
         VGG(num_classes=3, input_size=16)
+
+
+def test_folded_batch_norm_computes_the_same_f_and_input_gradient() -> None:
+    """A frozen f with its BatchNorms folded into the convs: the same embedding and the same gradient to its input
+    (what L_CONST sends back into g), and no BatchNorm left to run."""
+    torch.manual_seed(0)
+    net = VGG(num_classes=5, input_size=64, width=0.125)
+    net.train()
+    with torch.no_grad():  # a few batches move the running statistics away from (0, 1)
+        for _ in range(3):
+            net(torch.randn(8, 3, 64, 64) * 2 + 0.5)
+    net.eval()
+    x = torch.randn(4, 3, 64, 64, requires_grad=True)
+    expected = net.embed(x)
+    (expected_grad,) = torch.autograd.grad(expected[:, 0].sum(), x)
+    folded = net.fold_batch_norm().requires_grad_(False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    got = folded.embed(x)
+    (got_grad,) = torch.autograd.grad(got[:, 0].sum(), x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_grad, expected_grad, atol=1e-5, rtol=1e-3)
+    assert not folded.training

