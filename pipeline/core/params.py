@@ -428,7 +428,7 @@ class DtnParams(_Section):
     gamma: float = Field(0.05, ge=0)  # weight of L_TV
     const_distance: Literal["cosine", "mse", "l1"] = "cosine"  # d of L_CONST
     tid_distance: Literal["cosine", "mse", "l1"] = "mse"  # d2 of L_TID
-    schedule: Literal["fixed", "adaptive"] = "adaptive"
+    schedule: Literal["fixed", "adaptive"] = "fixed"  # fixed: D and G every step; adaptive: davrempe's port
     d_steps: int = Field(1, ge=0, le=100)  # fixed: D updates per step
     g_steps: int = Field(1, ge=1, le=100)  # fixed: G updates per step
     adaptive_low: float = Field(0.35, gt=0)  # adaptive: train D until its source loss is below this ...
