@@ -50,3 +50,14 @@ def test_deps_checker_catches_a_missing_module(tmp_path: Path) -> None:
     assert "pipeline/faces/detect.py" in sources  # align_run -> align -> detect
     assert not covered("pipeline/faces/detect.py", ["pipeline/faces/align_run.py", "pipeline/sandbox/"])
     assert covered("pipeline/sandbox/traits.py", ["pipeline/sandbox/"])
+
+
+@pytest.mark.parametrize("name", ["pretrain_f", "train_cam", "train_dcgan", "train_dtn"])
+def test_training_stages_keep_their_plots_across_a_resume(name: str) -> None:
+    """DVC deletes a stage's outputs before it runs unless they persist. A training stage that resumes from its
+    checkpoint must keep the curves and the images of the steps before the resume (the DTN's per-interval grids,
+    the DCGAN's GIF frames); a fresh run clears them itself (pipeline.train.live)."""
+    plots = [next(iter(p.items())) for p in STAGES[name].get("plots", []) if isinstance(p, dict)]
+    live = {path: spec for path, spec in plots if path.endswith(("/plots/metrics", "/plots/images"))}
+    assert len(live) == 2, plots
+    assert all(spec.get("persist") for spec in live.values()), {p: s.get("persist") for p, s in live.items()}
