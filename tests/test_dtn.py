@@ -120,7 +120,7 @@ def test_every_weight_shaping_param_changes_the_run_key() -> None:
         (TrainParams(lr=0.001), DtnParams()),
         (TrainParams(batch_size=8), DtnParams()),
         (TrainParams(), DtnParams(alpha=10)),
-        (TrainParams(), DtnParams(schedule="fixed")),
+        (TrainParams(), DtnParams(schedule="adaptive")),
         (TrainParams(), DtnParams(ngf=8)),
     ]:
         assert run_key(train, dtn, "data", "f").value != base.value
