@@ -55,13 +55,14 @@ def update_readme(name: str, table: str) -> None:
 
 
 def main() -> None:
-    from bench import align, avatars, loader, train
+    from bench import align, avatars, frozen_f, loader, train
 
     benches: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
         "avatars": (avatars.run, avatars_table),
         "align": (align.run, align.align_table),
         "loader": (loader.run, loader.loader_table),
         "train": (train.run, train.train_table),
+        "frozen_f": (frozen_f.run, frozen_f.frozen_f_table),
     }
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run, from {sorted(benches)} (default: all)")
