@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from pipeline.core.params import AlignParams
-from pipeline.faces.align import REJECT_REASONS, AlignResult, align_bytes, align_face, align_to_landmarks
+from pipeline.faces import detect
+from pipeline.faces.align import REJECT_REASONS, AlignResult, align_bytes, align_face, align_to_landmarks, face_boxes
 from pipeline.faces.composite import draw_logo
-from pipeline.faces.detect import decode_image
+from pipeline.faces.detect import box_iou, decode_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES_DEV = DATA / "faces-dev"
@@ -115,14 +116,61 @@ def test_eyes_behind_sunglasses_fall_back_to_geometry_unless_eyes_are_required()
 @needs_faces_dev
 def test_largest_policy_keeps_a_dominant_face_and_reject_policy_does_not():
     big = cv2.resize(photo(LAURA), (300, 300), interpolation=cv2.INTER_CUBIC)
-    small = np.vstack([photo(TIGER), np.full((150, 150, 3), 255, np.uint8)])
+    tiger = cv2.resize(photo(TIGER), (100, 100), interpolation=cv2.INTER_AREA)  # his face ~52 px, Laura's ~137
+    small = np.vstack([tiger, np.full((200, 100, 3), 255, np.uint8)])
     pair = np.hstack([big, small])
     assert align_face(pair, AlignParams(multiple_faces="reject")).reason == "multiple_faces"
     kept = align_face(pair, AlignParams(multiple_faces="largest", dominance=2.0))
-    assert kept.status == "ok" and kept.n_faces == 2
+    assert kept.status == "ok"
     assert kept.box[0] + kept.box[2] <= 300  # the box is Laura's, on the left half
+    # Tiger's face has 1/7 of Laura's area: the top-down scan stops above his size, the full scan finds both faces
+    assert kept.n_faces == 1 and len(face_boxes(pair, AlignParams())) == 2
     same_size = np.hstack([photo(LAURA), photo(TIGER)])
     assert align_face(same_size, AlignParams(multiple_faces="largest")).reason == "multiple_faces"
+
+
+class CountingCascade:
+    """Stands in for the frontal cascade and records the smallest window each detectMultiScale call may use."""
+
+    def __init__(self, cascade: cv2.CascadeClassifier) -> None:
+        self.cascade, self.min_sizes = cascade, []
+
+    def detectMultiScale(self, image, **kwargs):
+        self.min_sizes.append(kwargs["minSize"][0])
+        return self.cascade.detectMultiScale(image, **kwargs)
+
+    def detectMultiScale3(self, image, **kwargs):
+        self.min_sizes.append(kwargs["minSize"][0])
+        return self.cascade.detectMultiScale3(image, **kwargs)
+
+
+def scanned_windows(monkeypatch, rgb: np.ndarray, params: AlignParams) -> tuple[AlignResult, int]:
+    """align_face with the frontal cascade counted: (the result, the smallest window the frontal scans used)."""
+    counting = CountingCascade(detect.load_cascade(detect.FRONTAL_CASCADE))
+    real = detect.load_cascade
+    monkeypatch.setattr(detect, "load_cascade", lambda name: counting if name == detect.FRONTAL_CASCADE else real(name))
+    result = align_face(rgb, params)
+    monkeypatch.undo()
+    return result, min(counting.min_sizes)
+
+
+@needs_faces_dev
+def test_largest_policy_stops_the_scan_above_faces_too_small_to_matter(monkeypatch):
+    # Laura's face is ~137 px of a 300 px photo: with `largest` no window under ~1/2 of it can change the choice
+    rgb = cv2.resize(photo(LAURA), (300, 300), interpolation=cv2.INTER_CUBIC)
+    top_down, smallest = scanned_windows(monkeypatch, rgb, AlignParams(multiple_faces="largest"))
+    whole, smallest_whole = scanned_windows(monkeypatch, rgb, AlignParams(multiple_faces="reject"))
+    assert smallest_whole == AlignParams().min_face and smallest > 1.5 * smallest_whole
+    assert top_down.status == whole.status == "ok"
+    assert box_iou(top_down.box, whole.box) > 0.9
+    assert math.dist(top_down.left_eye, whole.left_eye) < 2 and math.dist(top_down.right_eye, whole.right_eye) < 2
+
+
+def test_top_down_scan_goes_on_down_while_no_face_is_verified(monkeypatch):
+    blank = np.full((300, 300, 3), 200, np.uint8)
+    result, smallest = scanned_windows(monkeypatch, blank, AlignParams(multiple_faces="largest", try_rotations=[]))
+    # down to the coarse pyramid's first level at or above min_face (24 px x 1.25^k)
+    assert result.reason == "no_face" and AlignParams().min_face <= smallest < 1.25 * AlignParams().min_face
 
 
 @needs_faces_dev

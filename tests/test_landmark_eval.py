@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from pipeline.core.params import AlignParams
+from pipeline.faces.detect import box_iou
 from pipeline.faces.landmark_eval import (
-    box_iou,
     evaluate_landmarks,
     landmark_rows,
     read_annotations,

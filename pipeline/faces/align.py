@@ -21,6 +21,7 @@ from pipeline.faces.detect import (
     make_scan,
     profile_fires,
     scan_frame,
+    scan_top_down,
     skin_share,
     to_grey,
 )
@@ -117,6 +118,30 @@ def frame_candidates(
     return [check_box(rgb, grey, box, conf, angle_deg, params) for box, conf in scan_frame(scan, angle_deg)]
 
 
+def _largest_first(candidates: list[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (-c.box[2] * c.box[3], c.box[1], c.box[0]))
+
+
+def upright_candidates(rgb: np.ndarray, grey: np.ndarray, scan: Scan, params: AlignParams) -> list[Candidate]:
+    """The upright frame's candidates, largest first, as the reject policy needs them.
+
+    With `multiple_faces: largest`, a face under 1/dominance of the largest verified face's area cannot change the
+    choice, so the frame is scanned from the largest windows down and the scan stops where only such faces remain
+    (`scan_top_down`). `reject` counts every face, so it scans the whole frame.
+    """
+    if params.multiple_faces != "largest" or scan.coarse_scale_factor is None:
+        return frame_candidates(rgb, grey, scan, 0.0, params)
+    found: list[Candidate] = []
+
+    def judge(boxes: list[tuple[Box, float]]) -> float:
+        found.extend(check_box(rgb, grey, box, conf, 0.0, params) for box, conf in boxes)
+        widest = max((c.box[2] for c in found if c.face), default=0.0)
+        return widest / math.sqrt(params.dominance)  # Haar boxes are square: area ratio = width ratio squared
+
+    scan_top_down(scan, judge)
+    return _largest_first(found)
+
+
 def face_boxes(rgb: np.ndarray, params: AlignParams) -> list[Box]:
     """Every verified frontal face of the upright frame, largest first: the boxes the reject policy chooses from."""
     grey = to_grey(rgb)
@@ -135,7 +160,7 @@ def find_face(rgb: np.ndarray, params: AlignParams, grey: np.ndarray | None = No
     """
     grey = to_grey(rgb) if grey is None else grey
     scan = make_scan(grey, params)
-    frames = [(0.0, frame_candidates(rgb, grey, scan, 0.0, params))]
+    frames = [(0.0, upright_candidates(rgb, grey, scan, params))]
     if not any(c.face for c in frames[0][1]):
         frames += [(angle, frame_candidates(rgb, grey, scan, angle, params)) for angle in params.try_rotations]
     angle, found = max(frames, key=lambda f: _surest(f[1]))  # max keeps the first (upright) frame on ties

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,7 @@ PROFILE_CASCADE = "haarcascade_profileface.xml"  # only run to explain a photo w
 PROFILE_SCALE_FACTOR = 1.2
 MIN_NEIGHBORS = 5  # detectMultiScale overlap votes a detection needs
 WINDOW = 24  # the frontal cascade's native window (px of the downscaled copy)
+GROUP_EPS = 0.2  # the rectangle similarity detectMultiScale groups its windows with
 # Skin in YCrCb (Chai & Ngan 1999): holds for light and dark skin alike, and never for grey pixels (Cr = Cb = 128).
 SKIN_CR = (133, 173)
 SKIN_CB = (77, 127)
@@ -178,25 +180,119 @@ def cascade_boxes(
     )
 
 
-def coarse_to_fine(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
-    """Frontal boxes from a coarse pass that says which window sizes hold a face, then the full pass at those sizes.
+def coarse_widths(grey: np.ndarray, scan: Scan, min_window: int, max_window: int = 0) -> list[float]:
+    """Window widths where the coarse pass (`coarse_scale_factor`, one overlap vote) finds a candidate.
 
-    The coarse pass (`coarse_scale_factor`, one overlap vote) visits a fraction of the windows and keeps nearly every
-    face as a candidate. The full pass then runs on the whole frame, exactly as an exhaustive scan would (same
-    pyramid, MIN_NEIGHBORS votes), but only over window sizes one coarse step either side of the candidates: a photo
-    whose faces are all large never pays for the many small windows. On faces-landmarks it finds the faces the
-    exhaustive scan finds (recall at IoU >= 0.5: 0.795 vs 0.793); on the sandbox photos it costs 0.7x.
+    The coarse pass visits a fraction of the windows and keeps nearly every face as a candidate; it only says
+    which window sizes the full pass has to scan. `max_window` 0 means up to the whole frame.
     """
     assert scan.coarse_scale_factor is not None
     coarse = load_cascade(FRONTAL_CASCADE).detectMultiScale(
-        grey, scaleFactor=scan.coarse_scale_factor, minNeighbors=1, minSize=(scan.min_window, scan.min_window)
+        grey,
+        scaleFactor=scan.coarse_scale_factor,
+        minNeighbors=1,
+        minSize=(min_window, min_window),
+        maxSize=(max_window, max_window),
     )
-    if not len(coarse):
+    return [float(w) for _, _, w, _ in coarse]
+
+
+def fine_step(scan: Scan) -> float:
+    """How far (as a ratio) a face's width may lie from its coarse candidate: one coarse level plus grouping jitter."""
+    assert scan.coarse_scale_factor is not None
+    return scan.coarse_scale_factor * 1.1
+
+
+def fine_boxes(grey: np.ndarray, scan: Scan, widths: list[float]) -> list[tuple[Box, float]]:
+    """The full pass (`scale_factor`, MIN_NEIGHBORS votes) over the whole frame, at the window sizes one coarse step
+    either side of the candidates' `widths`: a photo whose faces are all large never pays for the small windows."""
+    if not widths:
         return []
-    widths = [float(w) for _, _, w, _ in coarse]
-    step = scan.coarse_scale_factor * 1.1  # one coarse level, plus the grouping's jitter in size
+    step = fine_step(scan)
     low, high = max(scan.min_window, math.floor(min(widths) / step)), math.ceil(max(widths) * step)
     return cascade_boxes(grey, FRONTAL_CASCADE, scan.scale_factor, low, high)
+
+
+def coarse_to_fine(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
+    """Frontal boxes from a coarse pass that says which window sizes hold a face, then the full pass at those sizes.
+
+    The full pass runs on the whole frame, exactly as an exhaustive scan would (same pyramid, MIN_NEIGHBORS votes),
+    but only over window sizes near the coarse candidates. On faces-landmarks it finds the faces the exhaustive scan
+    finds (recall at IoU >= 0.5: 0.795 vs 0.793); on the sandbox photos it costs 0.7x.
+    """
+    return fine_boxes(grey, scan, coarse_widths(grey, scan, scan.min_window))
+
+
+def pyramid_sizes(scan: Scan) -> list[int]:
+    """The coarse pass's window sizes (px of the grey copy) from `min_window` up to the frame's short side.
+
+    They are OpenCV's own levels, 24 px times a power of `coarse_scale_factor`, rounded, so a call with
+    minSize = maxSize = one of them scans exactly that level.
+    """
+    assert scan.coarse_scale_factor is not None
+    sizes, factor = [], 1.0
+    while (size := round(WINDOW * factor)) <= min(scan.small.shape[:2]):
+        if size >= scan.min_window:
+            sizes.append(size)
+        factor *= scan.coarse_scale_factor
+    return sizes
+
+
+def scan_top_down(scan: Scan, judge: Callable[[list[tuple[Box, float]]], float]) -> None:
+    """Scans the upright frame coarse-to-fine from the largest window down, and stops once nothing smaller matters.
+
+    The coarse pass runs one level at a time and groups its windows as it goes (the grouping `detectMultiScale`
+    does with one overlap vote). A candidate goes to the full pass (`fine_boxes`) once the descent is a whole
+    `fine_step` below it, when its windows at the smaller sizes have joined its group. `judge` receives each batch of
+    new boxes (original pixels, none that overlaps an earlier box by IoU >= 0.5) and answers the smallest face width
+    (original pixels) that still matters; the descent stops at the first level that could only find smaller ones.
+    The small windows are where the cascade spends its time, and a photo with one large face rarely needs them.
+    """
+    cascade = load_cascade(FRONTAL_CASCADE)
+    step = fine_step(scan)
+    windows: list[list[int]] = []
+    groups: list[Box] = []
+    refined: list[Box] = []  # candidates the full pass has been run for (px of the grey copy)
+    kept: list[Box] = []  # boxes handed to `judge` (original pixels)
+    needed = 0.0  # px of the grey copy
+
+    def refine(ready: list[Box]) -> None:
+        nonlocal needed
+        new = [g for g in ready if not any(box_iou(g, done) >= 0.5 for done in refined)]
+        if not new:
+            return
+        refined.extend(new)
+        pairs = _to_original(fine_boxes(scan.small, scan, [g[2] for g in new]), scan.scale)
+        boxes = [(box, conf) for box, conf in pairs if not any(box_iou(box, k) >= 0.5 for k in kept)]
+        kept.extend(box for box, _ in boxes)
+        if boxes:
+            needed = judge(boxes) * scan.scale
+
+    for size in reversed(pyramid_sizes(scan)):
+        if size * step < needed:
+            break
+        found = cascade.detectMultiScale(
+            scan.small, scaleFactor=scan.coarse_scale_factor, minNeighbors=0, minSize=(size, size), maxSize=(size, size)
+        )
+        if len(found):
+            windows.extend([int(v) for v in w] for w in found)
+            grouped, _ = cv2.groupRectangles(windows, 1, GROUP_EPS)
+            groups = [tuple(float(v) for v in g) for g in grouped]
+        refine([g for g in groups if g[2] >= size * step])
+    refine(groups)
+
+
+def _to_original(pairs: list[tuple[Box, float]], scale: float) -> list[tuple[Box, float]]:
+    return [((x / scale, y / scale, w / scale, h / scale), conf) for (x, y, w, h), conf in pairs]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def frontal_boxes(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
@@ -219,8 +315,7 @@ def scan_frame(scan: Scan, angle_deg: float) -> list[tuple[Box, float]]:
     """Frontal (box, confidence) pairs of one frame, boxes in original pixels (see `detect_faces`)."""
     scale = scan.scale
     if angle_deg == 0.0:
-        return [((x / scale, y / scale, w / scale, h / scale), conf)
-                for (x, y, w, h), conf in frontal_boxes(scan.small, scan)]  # fmt: skip
+        return _to_original(frontal_boxes(scan.small, scan), scale)
     matrix, size = rotation_about_centre(scan.small.shape, angle_deg)
     rotated = cv2.warpAffine(scan.small, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inverse = cv2.invertAffineTransform(matrix)

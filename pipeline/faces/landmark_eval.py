@@ -10,21 +10,12 @@ import pandas as pd
 
 from pipeline.core.params import AlignParams
 from pipeline.faces.align import EYE_METHODS, check_box, combine_eyes
-from pipeline.faces.detect import Box, decode_image, make_scan, scan_frame, to_grey
+from pipeline.faces.detect import box_iou, decode_image, make_scan, scan_frame, to_grey
 from pipeline.faces.eyes import geometric_eyes, search_eyes
 
 ANNOTATION_COLUMNS = ("file", "x", "y", "w", "h", "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y")
 MATCH_IOU = 0.3  # a detection this close to the truth is "the" face whose eyes are scored
 CENTRE_TOLERANCE = 0.5  # centre-hit radius in inter-ocular distances (the IoU-free criterion)
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def read_annotations(root: Path, subset: str | None = None) -> pd.DataFrame:

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.faces.composite import composite_set, photo_files
-from pipeline.faces.detect import Box, decode_image
-from pipeline.faces.landmark_eval import box_iou, read_annotations
+from pipeline.faces.detect import Box, box_iou, decode_image
+from pipeline.faces.landmark_eval import read_annotations
 from pipeline.sandbox.photo import photo_kind, render_photo
 
 VOC_MATCH_IOU = 0.3  # Haar boxes are larger than the hand-drawn ones; the same bar as landmark_eval's eye scoring
