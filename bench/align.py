@@ -71,7 +71,7 @@ def throughput(tasks: list[dict[str, Any]], root: Path, params: AlignParams, lab
 STEPS: dict[str, Callable[..., str]] = {
     "decode_image": lambda *a: "decode",
     "scan_frame": lambda scan, angle: "scan upright" if angle == 0.0 else "scan rotated",
-    "scan_top_down": lambda *a: "scan upright",
+    "scan_top_down": lambda angle, judge: "scan upright" if angle == 0.0 else "scan rotated",
     "profile_fires": lambda *a: "profile",
     "check_box": lambda *a: "verify",
     "search_eyes": lambda *a: "eyes",

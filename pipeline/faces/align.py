@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from skimage.transform import SimilarityTransform, warp
 
 from pipeline.core.params import AlignParams
 from pipeline.faces.detect import (
@@ -14,12 +13,12 @@ from pipeline.faces.detect import (
     ImageDecodeError,
     Point,
     Scan,
-    area_prefilter,
     blur_score,
     confirm_votes,
     decode_image,
     make_scan,
     profile_fires,
+    sample_patch,
     scan_frame,
     scan_top_down,
     skin_share,
@@ -36,7 +35,6 @@ EYE_METHODS = ("haar", "geometry", "blend")
 # line, and its answer never changed the crop, which only the eyes place.
 NOSE_BELOW_EYES = 0.57
 MOUTH_BELOW_EYES = 1.15
-BORDER = "edge"  # skimage warp mode for output pixels outside the photo
 # Verification's skin cue: share of skin pixels below the eyes. Measured on Haar boxes with enough alt2 votes:
 # 0.4 lets through 6 of 57 boxes on drawn distractors in the faces-dev composites, and keeps every face that the
 # eye check missed on faces-dev but 3 (with the eye check alone, 14 of Elton John's sunglasses were lost).
@@ -122,23 +120,25 @@ def _largest_first(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=lambda c: (-c.box[2] * c.box[3], c.box[1], c.box[0]))
 
 
-def upright_candidates(rgb: np.ndarray, grey: np.ndarray, scan: Scan, params: AlignParams) -> list[Candidate]:
-    """The upright frame's candidates, largest first, as the reject policy needs them.
+def policy_candidates(
+    rgb: np.ndarray, grey: np.ndarray, scan: Scan, angle_deg: float, params: AlignParams
+) -> list[Candidate]:
+    """One frame's candidates, largest first, as far as the reject policy needs them.
 
     With `multiple_faces: largest`, a face under 1/dominance of the largest verified face's area cannot change the
     choice, so the frame is scanned from the largest windows down and the scan stops where only such faces remain
     (`scan_top_down`). `reject` counts every face, so it scans the whole frame.
     """
     if params.multiple_faces != "largest" or scan.coarse_scale_factor is None:
-        return frame_candidates(rgb, grey, scan, 0.0, params)
+        return frame_candidates(rgb, grey, scan, angle_deg, params)
     found: list[Candidate] = []
 
     def judge(boxes: list[tuple[Box, float]]) -> float:
-        found.extend(check_box(rgb, grey, box, conf, 0.0, params) for box, conf in boxes)
+        found.extend(check_box(rgb, grey, box, conf, angle_deg, params) for box, conf in boxes)
         widest = max((c.box[2] for c in found if c.face), default=0.0)
         return widest / math.sqrt(params.dominance)  # Haar boxes are square: area ratio = width ratio squared
 
-    scan_top_down(scan, judge)
+    scan_top_down(scan, angle_deg, judge)
     return _largest_first(found)
 
 
@@ -160,9 +160,9 @@ def find_face(rgb: np.ndarray, params: AlignParams, grey: np.ndarray | None = No
     """
     grey = to_grey(rgb) if grey is None else grey
     scan = make_scan(grey, params)
-    frames = [(0.0, upright_candidates(rgb, grey, scan, params))]
+    frames = [(0.0, policy_candidates(rgb, grey, scan, 0.0, params))]
     if not any(c.face for c in frames[0][1]):
-        frames += [(angle, frame_candidates(rgb, grey, scan, angle, params)) for angle in params.try_rotations]
+        frames += [(angle, policy_candidates(rgb, grey, scan, angle, params)) for angle in params.try_rotations]
     angle, found = max(frames, key=lambda f: _surest(f[1]))  # max keeps the first (upright) frame on ties
     faces = [c for c in found if c.face]
     if not faces:
@@ -264,27 +264,35 @@ def _template(params: AlignParams) -> np.ndarray:
     return np.array([params.left_eye, params.right_eye], dtype=np.float64) * params.size - 0.5
 
 
+def eye_similarity(left_eye: Point, right_eye: Point, params: AlignParams) -> np.ndarray:
+    """The 3x3 similarity (rotation, uniform scale, shift) that puts the two eyes on the template exactly.
+
+    Two point pairs fix a similarity: as complex numbers, template = a * eye + b.
+    """
+    (lx, ly), (rx, ry) = _template(params)
+    a = complex(rx - lx, ry - ly) / complex(right_eye[0] - left_eye[0], right_eye[1] - left_eye[1])
+    b = complex(lx, ly) - a * complex(*left_eye)
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag], [0.0, 0.0, 1.0]])
+
+
 def align_to_landmarks(
     rgb: np.ndarray, left_eye: Point, right_eye: Point, params: AlignParams
 ) -> tuple[np.ndarray, float, float]:
     """Warps so the two eyes land on the template; returns (size x size x 3 uint8 RGB, angle_deg, scale).
+
+    Bilinear, with the photo's edge pixels repeated outside it; a shrinking warp is area-filtered first, so a 12 MP
+    face does not alias into the 152 px crop (`sample_patch`).
 
     Raises:
         ValueError: when the two eyes coincide.
     """
     if math.dist(left_eye, right_eye) < 1e-6:
         raise ValueError(f"left_eye={left_eye} and right_eye={right_eye} coincide: no similarity fits")
-    src = np.array([left_eye, right_eye], dtype=np.float64)
-    tform = SimilarityTransform.from_estimate(src, _template(params))
-    if not tform:
-        raise ValueError(f"no similarity maps eyes {left_eye}, {right_eye} onto the template: {tform}")
     image = np.ascontiguousarray(rgb[:, :, :3]) if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
-    shape = (params.size, params.size)
-    # A shrinking warp is area-filtered first, so a 12 MP face does not alias into the 152 px crop.
-    image, out_to_src = area_prefilter(image, np.linalg.inv(tform.params), shape)
-    out = warp(image, out_to_src, output_shape=shape, order=1, mode=BORDER, preserve_range=True)
+    to_crop = eye_similarity(left_eye, right_eye, params)
+    crop = sample_patch(image, np.linalg.inv(to_crop), (params.size, params.size))
     angle = math.degrees(math.atan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0]))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), angle, float(tform.scale)
+    return crop, angle, float(math.hypot(to_crop[0, 0], to_crop[1, 0]))
 
 
 def align_face(rgb: np.ndarray, params: AlignParams) -> AlignResult:

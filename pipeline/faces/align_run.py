@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import multiprocessing
 import os
@@ -21,12 +20,9 @@ from pipeline.core.manifest import ResumableOutput, count_reasons, read_manifest
 from pipeline.core.params import AlignParams, Params, resolved
 from pipeline.core.reuse import canonical_json, code_version, result_key, shaping_params
 from pipeline.core.runner import StageError
-from pipeline.core.schema import OK, REJECTED, TRAIT_COLUMNS
-from pipeline.core.storage import DiskFullError, atomic_write_bytes, safe_name
-from pipeline.core.viz import encode_png
-from pipeline.faces.align import align_bytes, align_to_landmarks
-from pipeline.faces.detect import ImageDecodeError, decode_image
-from pipeline.sandbox import traits
+from pipeline.core.schema import OK, TRAIT_COLUMNS
+from pipeline.core.storage import DiskFullError, safe_name
+from pipeline.faces.align_tasks import init_worker, run_chunk
 
 POINT_COLUMNS = [f"{p}_{a}" for p in ("left_eye", "right_eye", "nose", "mouth") for a in ("x", "y")]
 GEOMETRY_COLUMNS = [
@@ -84,95 +80,6 @@ AVATAR_COLUMNS = [
 ]
 # Params that never change a crop: where results go, and how many processes make them.
 NOT_SHAPING = ("out_dir", "metrics", "details", "run_log", "samples", "workers", "chunk_size")
-
-
-# ---- work done in the pool's processes -------------------------------------------------------------------------
-
-
-def _init_worker() -> None:
-    # One OpenCV thread per process: the pool already uses every core, and nested threads only contend.
-    cv2.setNumThreads(1)
-
-
-def _write_crop(out_dir: str, folder: str, image: np.ndarray) -> tuple[str, str]:
-    """Write a crop named by its own sha256; returns (path, sha256).
-
-    Content names mean a run with other params never overwrites a crop the manifest of an earlier run points to:
-    if it fails, the earlier manifest and its files still agree.
-    """
-    data = encode_png(image, compression=3)
-    digest = hashlib.sha256(data).hexdigest()
-    path = f"{folder or digest[:2]}/{digest}.png"
-    atomic_write_bytes(Path(out_dir) / path, data)
-    return path, digest
-
-
-def align_face_task(task: dict[str, Any], params: AlignParams, raw_dir: str, out_dir: str) -> dict[str, Any]:
-    """Align one raw photo and write its crop; every outcome is a row."""
-    try:
-        data = (Path(raw_dir) / task["raw_path"]).read_bytes()
-    except OSError as exc:
-        return {**task, "status": REJECTED, "reason": "missing_file", "detail": str(exc)}
-    result = align_bytes(data, params)
-    row = {**task, **result.record()}
-    if result.image is not None:
-        path, digest = _write_crop(out_dir, task["folder"], result.image)
-        row.update(path=path, crop_sha256=digest)
-    return row
-
-
-def align_avatar_task(task: dict[str, Any], params: AlignParams, raw_dir: str, out_dir: str) -> dict[str, Any]:
-    """Align one avatar with the eye positions its renderer used: the same template as the faces, exactly."""
-    from pipeline.sandbox.avatar import avatar_landmarks
-
-    spec = traits.make_spec(
-        int(task["gender"]),
-        int(task["style"]),
-        {k: int(task[k]) for k in traits.TRAIT_KEYS},
-        int(task["scale_param"]),
-        int(task["rotation"]),
-    )
-    try:
-        rgb = decode_image((Path(raw_dir) / task["raw_path"]).read_bytes())
-    except (OSError, ImageDecodeError) as exc:
-        return {**task, "status": REJECTED, "reason": "decode_error", "detail": str(exc)}
-    marks = avatar_landmarks(spec)
-    image, angle, scale = align_to_landmarks(rgb, marks.left_eye, marks.right_eye, params)
-    path, crop_sha256 = _write_crop(out_dir, "", image)
-    box = dict(zip(("box_x", "box_y", "box_w", "box_h"), marks.face_box, strict=True))
-    points = {
-        f"{name}_{axis}": getattr(marks, name)[i]
-        for name in ("left_eye", "right_eye", "nose", "mouth")
-        for i, axis in enumerate("xy")
-    }
-    return {
-        **task,
-        **box,
-        **points,
-        "status": OK,
-        "reason": "",
-        "detail": "",
-        "path": path,
-        "crop_sha256": crop_sha256,
-        "eye_method": "renderer",
-        "nose_method": "renderer",
-        "mouth_method": "renderer",
-        "angle_deg": angle,
-        "scale": scale,
-        "n_faces": 1,
-        "n_not_faces": 0,
-        "votes": -1,
-        "blur": math.nan,
-        "frame_angle_deg": 0.0,
-        "profile": False,
-        "width": rgb.shape[1],
-        "height": rgb.shape[0],
-    }
-
-
-def _run_chunk(kind: str, chunk: list[dict[str, Any]], params: AlignParams, raw_dir: str, out_dir: str) -> list[dict]:
-    work = align_face_task if kind == "faces" else align_avatar_task
-    return [work(task, params, raw_dir, out_dir) for task in chunk]
 
 
 # ---- orchestration -----------------------------------------------------------------------------------------------
@@ -271,18 +178,18 @@ def align_domain(
         bar = tqdm(total=len(tasks), initial=len(rows), desc=f"align {kind}", unit="img", disable=not progress)
         results: Iterator[list[dict[str, Any]]]
         if workers == 1 or len(pending) <= params.chunk_size:
-            _init_worker()
+            init_worker()
             results = (
-                _run_chunk(kind, c, params, str(raw_dir), str(out_dir)) for c in _chunks(pending, params.chunk_size)
+                run_chunk(kind, c, params, str(raw_dir), str(out_dir)) for c in _chunks(pending, params.chunk_size)
             )
             _consume(results, rows, output, bar)
         else:
             # spawn, not fork: forking a process that runs threads (a sandbox server, icrawler, OpenMP) can copy a
             # held lock into the child and hang it.
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
                 futures = [
-                    pool.submit(_run_chunk, kind, c, params, str(raw_dir), str(out_dir))
+                    pool.submit(run_chunk, kind, c, params, str(raw_dir), str(out_dir))
                     for c in _chunks(pending, params.chunk_size)
                 ]
                 try:

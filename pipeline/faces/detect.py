@@ -223,23 +223,23 @@ def coarse_to_fine(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
     return fine_boxes(grey, scan, coarse_widths(grey, scan, scan.min_window))
 
 
-def pyramid_sizes(scan: Scan) -> list[int]:
-    """The coarse pass's window sizes (px of the grey copy) from `min_window` up to the frame's short side.
+def pyramid_sizes(scan: Scan, shape: tuple[int, ...]) -> list[int]:
+    """The coarse pass's window sizes (px of the grey copy) from `min_window` up to the short side of `shape`.
 
     They are OpenCV's own levels, 24 px times a power of `coarse_scale_factor`, rounded, so a call with
     minSize = maxSize = one of them scans exactly that level.
     """
     assert scan.coarse_scale_factor is not None
     sizes, factor = [], 1.0
-    while (size := round(WINDOW * factor)) <= min(scan.small.shape[:2]):
+    while (size := round(WINDOW * factor)) <= min(shape[:2]):
         if size >= scan.min_window:
             sizes.append(size)
         factor *= scan.coarse_scale_factor
     return sizes
 
 
-def scan_top_down(scan: Scan, judge: Callable[[list[tuple[Box, float]]], float]) -> None:
-    """Scans the upright frame coarse-to-fine from the largest window down, and stops once nothing smaller matters.
+def scan_top_down(scan: Scan, angle_deg: float, judge: Callable[[list[tuple[Box, float]]], float]) -> None:
+    """Scans one frame coarse-to-fine from the largest window down, and stops once nothing smaller matters.
 
     The coarse pass runs one level at a time and groups its windows as it goes (the grouping `detectMultiScale`
     does with one overlap vote). A candidate goes to the full pass (`fine_boxes`) once the descent is a whole
@@ -249,6 +249,7 @@ def scan_top_down(scan: Scan, judge: Callable[[list[tuple[Box, float]]], float])
     The small windows are where the cascade spends its time, and a photo with one large face rarely needs them.
     """
     cascade = load_cascade(FRONTAL_CASCADE)
+    frame = make_frame(scan, angle_deg)
     step = fine_step(scan)
     windows: list[list[int]] = []
     groups: list[Box] = []
@@ -262,17 +263,17 @@ def scan_top_down(scan: Scan, judge: Callable[[list[tuple[Box, float]]], float])
         if not new:
             return
         refined.extend(new)
-        pairs = _to_original(fine_boxes(scan.small, scan, [g[2] for g in new]), scan.scale)
+        pairs = frame.to_original(fine_boxes(frame.grey, scan, [g[2] for g in new]))
         boxes = [(box, conf) for box, conf in pairs if not any(box_iou(box, k) >= 0.5 for k in kept)]
         kept.extend(box for box, _ in boxes)
         if boxes:
             needed = judge(boxes) * scan.scale
 
-    for size in reversed(pyramid_sizes(scan)):
+    for size in reversed(pyramid_sizes(scan, frame.grey.shape)):
         if size * step < needed:
             break
         found = cascade.detectMultiScale(
-            scan.small, scaleFactor=scan.coarse_scale_factor, minNeighbors=0, minSize=(size, size), maxSize=(size, size)
+            frame.grey, scaleFactor=scan.coarse_scale_factor, minNeighbors=0, minSize=(size, size), maxSize=(size, size)
         )
         if len(found):
             windows.extend([int(v) for v in w] for w in found)
@@ -280,10 +281,6 @@ def scan_top_down(scan: Scan, judge: Callable[[list[tuple[Box, float]]], float])
             groups = [tuple(float(v) for v in g) for g in grouped]
         refine([g for g in groups if g[2] >= size * step])
     refine(groups)
-
-
-def _to_original(pairs: list[tuple[Box, float]], scale: float) -> list[tuple[Box, float]]:
-    return [((x / scale, y / scale, w / scale, h / scale), conf) for (x, y, w, h), conf in pairs]
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -311,21 +308,47 @@ def detect_faces(rgb: np.ndarray, params: AlignParams, angle_deg: float = 0.0) -
     return [box for box, _ in scan_frame(make_scan(to_grey(rgb), params), angle_deg)]
 
 
-def scan_frame(scan: Scan, angle_deg: float) -> list[tuple[Box, float]]:
-    """Frontal (box, confidence) pairs of one frame, boxes in original pixels (see `detect_faces`)."""
-    scale = scan.scale
+@dataclass(frozen=True)
+class Frame:
+    """The grey copy turned counter-clockwise by `angle_deg` onto a canvas that holds all of it (at 0, the copy itself).
+
+    Attributes:
+        grey: the image the cascade scans.
+        scale: small-copy pixels per original pixel.
+        inverse: 2x3 map from `grey` back to the small copy; None for the upright frame.
+    """
+
+    grey: np.ndarray
+    scale: float
+    inverse: np.ndarray | None = None
+
+    def to_original(self, pairs: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+        """(box, confidence) pairs of `grey` as boxes in original pixels, upright in this frame (see `detect_faces`)."""
+        scale, found = self.scale, []
+        for (x, y, w, h), conf in pairs:
+            if self.inverse is None:
+                found.append(((x / scale, y / scale, w / scale, h / scale), conf))
+                continue
+            # Box centre in pixel-centre coordinates, back through the rotation, then up to the original scale.
+            cx, cy = self.inverse @ (x + w / 2 - 0.5, y + h / 2 - 0.5, 1.0)
+            cx, cy, w, h = (cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5, w / scale, h / scale
+            found.append(((float(cx) + 0.5 - w / 2, float(cy) + 0.5 - h / 2, w, h), conf))
+        return found
+
+
+def make_frame(scan: Scan, angle_deg: float) -> Frame:
+    """The frame of `scan` at `angle_deg`."""
     if angle_deg == 0.0:
-        return _to_original(frontal_boxes(scan.small, scan), scale)
+        return Frame(scan.small, scan.scale)
     matrix, size = rotation_about_centre(scan.small.shape, angle_deg)
     rotated = cv2.warpAffine(scan.small, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inverse = cv2.invertAffineTransform(matrix)
-    found = []
-    for (x, y, w, h), conf in frontal_boxes(rotated, scan):
-        # Box centre in pixel-centre coordinates, back through the rotation, then up to the original scale.
-        cx, cy = inverse @ (x + w / 2 - 0.5, y + h / 2 - 0.5, 1.0)
-        cx, cy, w, h = (cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5, w / scale, h / scale
-        found.append(((float(cx) + 0.5 - w / 2, float(cy) + 0.5 - h / 2, w, h), conf))
-    return found
+    return Frame(rotated, scan.scale, cv2.invertAffineTransform(matrix))
+
+
+def scan_frame(scan: Scan, angle_deg: float) -> list[tuple[Box, float]]:
+    """Frontal (box, confidence) pairs of one frame, every face at least `min_window`, boxes in original pixels."""
+    frame = make_frame(scan, angle_deg)
+    return frame.to_original(frontal_boxes(frame.grey, scan))
 
 
 def profile_fires(scan: Scan) -> bool:
