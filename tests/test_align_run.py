@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,10 @@ def test_sample_sheet_spreads_over_identities() -> None:
     owner = dict(zip(frame["path"], frame["identity"], strict=True))
     assert [owner[p] for p in picked] == ["a", "b", "c", "a", "b", "a"]
     assert spread_sample(frame.drop(columns="identity"), 2) == ["00.png", "01.png"]  # avatars have no identity
+
+
+def test_pool_workers_import_neither_pandas_nor_skimage():
+    # a spawned worker imports align_tasks; pandas and skimage would add ~0.7 s of CPU to every worker's start
+    code = "import sys, pipeline.faces.align_tasks; print(sorted({'pandas', 'skimage'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
