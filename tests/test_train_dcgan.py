@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.train_dcgan import DCGAN_FORMAT
+from pipeline.train.train_dcgan import DCGAN_FORMAT, discriminator_loss
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {
@@ -152,3 +152,17 @@ def test_dvc_exp_run_sets_the_learning_rate_train_dcgan_reads(clone: tuple[Path,
     assert model["params"]["train"]["lr"] == 0.0001
     checkpoint = load_checkpoint(root / "models/checkpoints/train_dcgan/last.pt")
     assert {g["lr"] for opt in checkpoint["optimizers"].values() for g in opt["param_groups"]} == {0.0001}
+
+
+def test_smoothed_real_label_stops_d_at_its_target_and_1_never_does() -> None:
+    fake = torch.zeros(1)
+    for real_label, at_target in ((0.9, 0.9), (1.0, 0.999)):
+        logit = torch.logit(torch.tensor([at_target])).requires_grad_()
+        discriminator_loss(logit, fake, real_label).backward()
+        if real_label < 1:
+            assert abs(float(logit.grad)) < 1e-6  # D gains nothing from being surer than 0.9
+        else:
+            assert float(logit.grad) < 0  # the paper's target keeps pushing real logits up
+    surer = torch.logit(torch.tensor([0.99])).requires_grad_()
+    discriminator_loss(surer, fake, 0.9).backward()
+    assert float(surer.grad) > 0  # and past the target it pulls them back

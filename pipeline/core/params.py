@@ -394,6 +394,8 @@ class DcganParams(_Section):
     ngf: int = Field(24, ge=1, le=1024)  # G's last hidden width; 64 = the paper's network
     ndf: int = Field(24, ge=1, le=1024)  # D's first width; 64 = the paper's network
     flip: float = Field(0.5, ge=0, le=1)  # probability of a mirrored training face
+    # D's target for real faces: 0.9 is one-sided label smoothing (Salimans et al. 2016); 1.0 = the paper's loss
+    real_label: float = Field(0.9, gt=0.5, le=1)
     grid_samples: int = Field(32, ge=1, le=256)  # fixed-noise samples in every sample grid (8 per row)
     real_splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
     eval_flip: bool = True  # real faces enter the evaluation with their mirror images (twice the samples)
