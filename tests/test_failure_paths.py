@@ -280,7 +280,7 @@ def test_atomic_writes_reach_the_disk_before_their_name(tmp_path: Path, monkeypa
 
 def test_full_disk_during_a_changed_align_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.core.params import parse_params
-    from pipeline.faces import align_run
+    from pipeline.faces import align_run, align_tasks
 
     raw = {
         "crawl": {
@@ -298,7 +298,7 @@ def test_full_disk_during_a_changed_align_loses_nothing(tmp_path: Path, monkeypa
     align_run.run_align(params, progress=False)
     before = snapshot(tmp_path / "aligned")
     writes = {"n": 0}
-    real_write = align_run.atomic_write_bytes
+    real_write = align_tasks.atomic_write_bytes  # where the crops are written (workers: 1 runs it in-process)
 
     def filling(path: Path, data: bytes) -> None:
         writes["n"] += 1
@@ -306,7 +306,7 @@ def test_full_disk_during_a_changed_align_loses_nothing(tmp_path: Path, monkeypa
             raise DiskFullError(28, f"no space left on the device while writing {path}")
         real_write(path, data)
 
-    monkeypatch.setattr(align_run, "atomic_write_bytes", filling)
+    monkeypatch.setattr(align_tasks, "atomic_write_bytes", filling)
     sized = parse_params({**raw, "align": {**raw["align"], "size": 96}})
     with pytest.raises(StageError, match=r"no space left.*the earlier manifest and its crops are unchanged"):
         align_run.run_align(sized, progress=False)
