@@ -21,6 +21,7 @@ from pipeline.faces.detect import (
     sample_patch,
     scan_frame,
     scan_top_down,
+    size_order,
     skin_share,
     to_grey,
 )
@@ -116,10 +117,6 @@ def frame_candidates(
     return [check_box(rgb, grey, box, conf, angle_deg, params) for box, conf in scan_frame(scan, angle_deg)]
 
 
-def _largest_first(candidates: list[Candidate]) -> list[Candidate]:
-    return sorted(candidates, key=lambda c: (-c.box[2] * c.box[3], c.box[1], c.box[0]))
-
-
 def policy_candidates(
     rgb: np.ndarray, grey: np.ndarray, scan: Scan, angle_deg: float, params: AlignParams
 ) -> list[Candidate]:
@@ -139,7 +136,7 @@ def policy_candidates(
         return widest / math.sqrt(params.dominance)  # Haar boxes are square: area ratio = width ratio squared
 
     scan_top_down(scan, angle_deg, judge)
-    return _largest_first(found)
+    return sorted(found, key=lambda c: size_order(c.box))
 
 
 def face_boxes(rgb: np.ndarray, params: AlignParams) -> list[Box]:

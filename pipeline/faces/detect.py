@@ -153,9 +153,13 @@ def make_scan(grey: np.ndarray, params: AlignParams) -> Scan:
     )
 
 
+def size_order(box: Box) -> tuple[float, float, float]:
+    """Sort key: largest area first, then top to bottom, left to right (detectMultiScale's own order is not stable)."""
+    return (-box[2] * box[3], box[1], box[0])
+
+
 def _largest_first(pairs: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
-    # detectMultiScale works in parallel, so its order is not stable: sort largest first, then by position.
-    return sorted(pairs, key=lambda p: (-p[0][2] * p[0][3], p[0][1], p[0][0]))
+    return sorted(pairs, key=lambda p: size_order(p[0]))
 
 
 def cascade_boxes(
@@ -180,23 +184,6 @@ def cascade_boxes(
     )
 
 
-def coarse_widths(grey: np.ndarray, scan: Scan, min_window: int, max_window: int = 0) -> list[float]:
-    """Window widths where the coarse pass (`coarse_scale_factor`, one overlap vote) finds a candidate.
-
-    The coarse pass visits a fraction of the windows and keeps nearly every face as a candidate; it only says
-    which window sizes the full pass has to scan. `max_window` 0 means up to the whole frame.
-    """
-    assert scan.coarse_scale_factor is not None
-    coarse = load_cascade(FRONTAL_CASCADE).detectMultiScale(
-        grey,
-        scaleFactor=scan.coarse_scale_factor,
-        minNeighbors=1,
-        minSize=(min_window, min_window),
-        maxSize=(max_window, max_window),
-    )
-    return [float(w) for _, _, w, _ in coarse]
-
-
 def fine_step(scan: Scan) -> float:
     """How far (as a ratio) a face's width may lie from its coarse candidate: one coarse level plus grouping jitter."""
     assert scan.coarse_scale_factor is not None
@@ -216,11 +203,16 @@ def fine_boxes(grey: np.ndarray, scan: Scan, widths: list[float]) -> list[tuple[
 def coarse_to_fine(grey: np.ndarray, scan: Scan) -> list[tuple[Box, float]]:
     """Frontal boxes from a coarse pass that says which window sizes hold a face, then the full pass at those sizes.
 
-    The full pass runs on the whole frame, exactly as an exhaustive scan would (same pyramid, MIN_NEIGHBORS votes),
-    but only over window sizes near the coarse candidates. On faces-landmarks it finds the faces the exhaustive scan
-    finds (recall at IoU >= 0.5: 0.795 vs 0.793); on the sandbox photos it costs 0.7x.
+    The coarse pass (`coarse_scale_factor`, one overlap vote) visits a fraction of the windows and keeps nearly every
+    face as a candidate. The full pass runs on the whole frame, exactly as an exhaustive scan would (same pyramid,
+    MIN_NEIGHBORS votes), but only over window sizes near the coarse candidates. On faces-landmarks it finds the
+    faces the exhaustive scan finds (recall at IoU >= 0.5: 0.795 vs 0.793); on the sandbox photos it costs 0.7x.
     """
-    return fine_boxes(grey, scan, coarse_widths(grey, scan, scan.min_window))
+    assert scan.coarse_scale_factor is not None
+    coarse = load_cascade(FRONTAL_CASCADE).detectMultiScale(
+        grey, scaleFactor=scan.coarse_scale_factor, minNeighbors=1, minSize=(scan.min_window, scan.min_window)
+    )
+    return fine_boxes(grey, scan, [float(w) for _, _, w, _ in coarse])
 
 
 def pyramid_sizes(scan: Scan, shape: tuple[int, ...]) -> list[int]:
