@@ -71,7 +71,7 @@ def throughput(tasks: list[dict[str, Any]], root: Path, params: AlignParams, lab
 STEPS: dict[str, Callable[..., str]] = {
     "decode_image": lambda *a: "decode",
     "scan_frame": lambda scan, angle: "scan upright" if angle == 0.0 else "scan rotated",
-    "scan_top_down": lambda angle, judge: "scan upright" if angle == 0.0 else "scan rotated",
+    "scan_top_down": lambda scan, angle, *rest: "scan upright" if angle == 0.0 else "scan rotated",
     "profile_fires": lambda *a: "profile",
     "check_box": lambda *a: "verify",
     "search_eyes": lambda *a: "eyes",
@@ -95,7 +95,7 @@ def timed_steps(totals: dict[str, float]) -> Iterator[None]:
             finally:
                 start, nested = stack.pop()
                 spent = time.process_time() - start
-                totals[STEPS[name](*args[-2:])] += spent - nested
+                totals[STEPS[name](*args)] += spent - nested
                 if stack:
                     stack[-1][1] += spent
 

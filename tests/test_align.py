@@ -15,7 +15,15 @@ import pytest
 
 from pipeline.core.params import AlignParams
 from pipeline.faces import detect
-from pipeline.faces.align import REJECT_REASONS, AlignResult, align_bytes, align_face, align_to_landmarks, face_boxes
+from pipeline.faces.align import (
+    REJECT_REASONS,
+    AlignResult,
+    align_bytes,
+    align_face,
+    align_to_landmarks,
+    face_boxes,
+    policy_candidates,
+)
 from pipeline.faces.composite import draw_logo
 from pipeline.faces.detect import box_iou, decode_image
 
@@ -171,6 +179,22 @@ def test_top_down_scan_goes_on_down_while_no_face_is_verified(monkeypatch):
     result, smallest = scanned_windows(monkeypatch, blank, AlignParams(multiple_faces="largest", try_rotations=[]))
     # down to the coarse pyramid's first level at or above min_face (24 px x 1.25^k)
     assert result.reason == "no_face" and AlignParams().min_face <= smallest < 1.25 * AlignParams().min_face
+
+
+def test_a_frame_scan_stops_above_faces_too_small_beside_another_frames_face(monkeypatch):
+    # another frame of the photo holds a verified 200 px face; with dominance 2 this frame's faces under 141 px
+    # cannot change the choice, so its scan stops there instead of descending to min_face
+    blank = np.full((300, 300, 3), 200, np.uint8)
+    params = AlignParams(multiple_faces="largest", dominance=2.0)
+    grey = detect.to_grey(blank)
+    scan = detect.make_scan(grey, params)
+    counting = CountingCascade(detect.load_cascade(detect.FRONTAL_CASCADE))
+    monkeypatch.setattr(detect, "load_cascade", lambda name: counting)
+    assert policy_candidates(blank, grey, scan, -15.0, params, beside=200.0) == []
+    assert min(counting.min_sizes) * detect.fine_step(scan) >= 200.0 / math.sqrt(2.0)
+    counting.min_sizes.clear()
+    policy_candidates(blank, grey, scan, -15.0, params)
+    assert min(counting.min_sizes) < 1.25 * params.min_face
 
 
 @needs_faces_dev

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from pipeline.crawl.faces import crawl_faces
 from pipeline.faces.align import align_face
 from pipeline.faces.align_run import run_align
 from pipeline.sandbox.photo import photo_kind, render_photo
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def small_params(root: Path, workers: int = 2) -> Params:
@@ -161,3 +164,27 @@ def test_pool_workers_import_neither_pandas_nor_skimage():
     code = "import sys, pipeline.faces.align_tasks; print(sorted({'pandas', 'skimage'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_pool_workers_do_not_reimport_the_parents_main(tmp_path: Path) -> None:
+    # a spawned worker re-imports the parent's __main__ (stages.align: pandas, pyarrow) unless align_run hides it
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "import pandas\n"
+        "from pipeline.faces.align_run import _main_hidden\n"
+        "if __name__ == '__main__':\n"
+        "    probe = \"'pandas' in __import__('sys').modules\"\n"
+        "    for hide in (False, True):\n"
+        "        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:\n"
+        "            if hide:\n"
+        "                with _main_hidden():\n"
+        "                    future = pool.submit(eval, probe)\n"
+        "            else:\n"
+        "                future = pool.submit(eval, probe)\n"
+        "            print(future.result())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["True", "False"]

@@ -118,13 +118,16 @@ def frame_candidates(
 
 
 def policy_candidates(
-    rgb: np.ndarray, grey: np.ndarray, scan: Scan, angle_deg: float, params: AlignParams
+    rgb: np.ndarray, grey: np.ndarray, scan: Scan, angle_deg: float, params: AlignParams, beside: float = 0.0
 ) -> list[Candidate]:
     """One frame's candidates, largest first, as far as the reject policy needs them.
 
     With `multiple_faces: largest`, a face under 1/dominance of the largest verified face's area cannot change the
     choice, so the frame is scanned from the largest windows down and the scan stops where only such faces remain
     (`scan_top_down`). `reject` counts every face, so it scans the whole frame.
+
+    `beside` is the width of a verified face another frame of the photo already holds: this frame's faces under
+    1/dominance of its area cannot change the choice either.
     """
     if params.multiple_faces != "largest" or scan.coarse_scale_factor is None:
         return frame_candidates(rgb, grey, scan, angle_deg, params)
@@ -135,7 +138,7 @@ def policy_candidates(
         widest = max((c.box[2] for c in found if c.face), default=0.0)
         return widest / math.sqrt(params.dominance)  # Haar boxes are square: area ratio = width ratio squared
 
-    scan_top_down(scan, angle_deg, judge)
+    scan_top_down(scan, angle_deg, judge, beside / math.sqrt(params.dominance))
     return sorted(found, key=lambda c: size_order(c.box))
 
 
@@ -159,7 +162,9 @@ def find_face(rgb: np.ndarray, params: AlignParams, grey: np.ndarray | None = No
     scan = make_scan(grey, params)
     frames = [(0.0, policy_candidates(rgb, grey, scan, 0.0, params))]
     if not any(c.face for c in frames[0][1]):
-        frames += [(angle, policy_candidates(rgb, grey, scan, angle, params)) for angle in params.try_rotations]
+        for angle in params.try_rotations:
+            widest = max((c.box[2] for _, found in frames for c in found if c.face), default=0.0)
+            frames.append((angle, policy_candidates(rgb, grey, scan, angle, params, widest)))
     angle, found = max(frames, key=lambda f: _surest(f[1]))  # max keeps the first (upright) frame on ties
     faces = [c for c in found if c.face]
     if not faces:
