@@ -38,6 +38,7 @@ TINY = {
     "lr": 0.003,
     "warmup_steps": 3,
     "init": "scratch",
+    "freeze_blocks": 0,
     "overlays": 4,
     "augment": {"flip": 0.0, "crop": 0.0},
     "runtime": {"threads": 1},
@@ -121,7 +122,7 @@ def test_stage_learns_identities_and_scores_boxes_against_the_index_s(trained: P
     assert 0 <= metrics["localised"] <= 1 and 0 < metrics["mean_iou"] < 1
     model = load_cam(trained / "models/cam.pt")
     assert model.labels == [f"person_{i}" for i in range(4)] and model.arch["head"] == "gap"
-    assert model.info["photo_size"] == SIDE and model.info["params"]["threshold"] == 0.2
+    assert model.info["photo_size"] == SIDE and model.info["params"]["threshold"] == train_cam.CamParams().threshold
     live = trained / "reports/train_cam/plots"
     assert (live / "metrics/train/loss.tsv").is_file() and (live / "metrics/val/localised.tsv").is_file()
     sheet = cv2.imread(str(live / "images/test_overlays.png"))
@@ -172,6 +173,35 @@ def test_init_from_f_loads_its_conv_stack_and_refuses_another_width(tmp_path: Pa
     missing = stage(workdir(tmp_path / "missing", shards, init="f", steps=2))
     assert missing.returncode == 1 and "run `dvc repro pretrain_f` first" in missing.stderr
     assert "Traceback" not in result.stderr + missing.stderr
+
+
+@pytest.mark.parametrize("cached_views", [2, 0])
+def test_frozen_blocks_stay_as_f_made_them_and_the_rest_learns(tmp_path: Path, cached_views: int) -> None:
+    f = VGG(num_classes=3, input_size=64, width=0.125)
+    arch = {"num_classes": 3, "input_size": 64, "width": 0.125, "batch_norm": True, "dropout": 0.5}
+    save_f(tmp_path / "f.pt", f.state_dict(), arch, ["a", "b", "c"], {})
+    run_dir = workdir(
+        tmp_path / "run", make_tiny_photos(tmp_path / "shards"), init="f", freeze_blocks=4, cached_views=cached_views
+    )
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    params["pretrain_f"] = {"model": str(tmp_path / "f.pt")}
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage(run_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("cached the frozen blocks for 96 photos x 2 views" in result.stdout) == (cached_views == 2)
+    trained_state = load_cam(run_dir / "models/cam.pt").net.state_dict()
+    f_state = {k.removeprefix("features."): v for k, v in f.state_dict().items() if k.startswith("features.")}
+    # conv1..conv4 with their BatchNorm statistics are f's; conv5 trained on
+    assert all(torch.equal(trained_state[f"features.{k}"], v) for k, v in f_state.items() if int(k.split(".")[0]) < 4)
+    assert not torch.equal(trained_state["features.4.0.weight"], f_state["4.0.weight"])
+    assert json.loads((run_dir / "metrics/cam.json").read_text())["test_top1"] > 0.25  # chance: 4 identities
+    details = json.loads((run_dir / "reports/details/cam.json").read_text())
+    assert set(details["val_threshold_sweep"]) == {f"{t:.1f}" for t in train_cam.SWEEP}
+
+
+def test_frozen_blocks_need_f() -> None:
+    with pytest.raises(ValueError, match="freeze_blocks 4 keeps f's blocks; set init: f or freeze_blocks: 0"):
+        train_cam.CamParams.model_validate({**TINY, "freeze_blocks": 4})
 
 
 def test_i2c_cam_on_a_photo_writes_the_overlay_and_names_the_identity(trained: Path, tmp_path: Path) -> None:

@@ -351,7 +351,11 @@ class CamParams(LoopParams):
     checkpoint_every: int = Field(50, ge=1)
     head: Literal["gap", "fc"] = "gap"  # gap: conv5-3 -> 3x3 conv -> GAP -> softmax (a CAM); fc: VGG-ORG's FC head
     init: Literal["f", "scratch"] = "f"  # f: conv1..conv5-3 from pretrain_f.model (same width and batch_norm)
-    input_size: int = Field(128, ge=32, le=1024, multiple_of=16)  # the photo is resized to this; the map is 1/16
+    freeze_blocks: int = Field(4, ge=0, le=5)  # conv blocks kept as f trained them (needs init f); 0 = train all
+    cached_views: int = Field(
+        4, ge=0, le=64
+    )  # views of each photo whose frozen-block output is computed once; 0 = none
+    input_size: int = Field(256, ge=32, le=1024, multiple_of=16)  # the photo is resized to this; the map is 1/16
     width: float = Field(0.125, gt=0, le=4)  # multiplier of every conv (and FC) width; 1 = paper scale
     batch_norm: bool = True
     cam_channels: int = Field(1024, ge=1, le=8192)  # the added 3x3 conv, before the width multiplier
@@ -364,7 +368,7 @@ class CamParams(LoopParams):
     warmup_steps: int = Field(20, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: AugmentParams = AugmentParams()
-    threshold: float = Field(0.2, gt=0, lt=1)  # a region is the map above this share of its peak (the paper's 0.2)
+    threshold: float = Field(0.7, gt=0, lt=1)  # a region is the map above this share of its peak (paper: 0.2; val: 0.7)
     boxes: Literal["largest", "every"] = "largest"  # the largest region's box | one box around every region
     min_iou: float = Field(0.5, gt=0, le=1)  # a test photo is localised when its box has IoU >= this with Haar's
     occlusion_patch: int = Field(32, ge=1, le=1024)  # fc head: the occluding patch's side in input pixels
@@ -381,6 +385,8 @@ class CamParams(LoopParams):
     def _occlusion(self) -> CamParams:
         if self.head == "fc" and self.occlusion_patch > self.input_size:
             raise ValueError(f"occlusion_patch {self.occlusion_patch} exceeds input_size {self.input_size}")
+        if self.freeze_blocks and self.init != "f":
+            raise ValueError(f"freeze_blocks {self.freeze_blocks} keeps f's blocks; set init: f or freeze_blocks: 0")
         return self
 
 
