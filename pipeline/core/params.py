@@ -345,10 +345,10 @@ class CamParams(LoopParams):
     Trains on `train`, selects on `val` top-1, reports top-1 and localisation (box vs the Haar box) on `test`.
     """
 
-    steps: int = Field(300, ge=1, le=10_000_000)
+    steps: int = Field(1000, ge=1, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=100_000)
-    eval_every: int = Field(50, ge=1)
-    checkpoint_every: int = Field(50, ge=1)
+    eval_every: int = Field(200, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
     head: Literal["gap", "fc"] = "gap"  # gap: conv5-3 -> 3x3 conv -> GAP -> softmax (a CAM); fc: VGG-ORG's FC head
     init: Literal["f", "scratch"] = "f"  # f: conv1..conv5-3 from pretrain_f.model (same width and batch_norm)
     freeze_blocks: int = Field(4, ge=0, le=5)  # conv blocks kept as f trained them (needs init f); 0 = train all
