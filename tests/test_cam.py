@@ -98,6 +98,22 @@ def test_occlusion_map_finds_the_patch_a_classifier_depends_on() -> None:
     assert box is not None and iou(box, Box(0, 0, 16, 16)) > 0.5
 
 
+@pytest.mark.parametrize("head", ["gap", "fc"])
+def test_flip_maps_are_mirror_equivariant_and_average_both_views(head: str) -> None:
+    """With flip, the mirror image gets the same logits and the mirrored map; the map averages both views."""
+    torch.manual_seed(0)
+    model = build_cam_model(head, 3, 64, 0.125, True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, maps = heat_maps(model, x, size=64, occlusion=(16, 16), flip=True)
+    mirrored_logits, mirrored_maps = heat_maps(model, x.flip(3), size=64, occlusion=(16, 16), flip=True)
+    assert torch.allclose(logits, mirrored_logits, atol=1e-5)
+    assert torch.allclose(maps, mirrored_maps.flip(2), atol=1e-5)
+    plain_logits, plain_maps = heat_maps(model, x, size=64, occlusion=(16, 16))
+    flipped_logits, _ = heat_maps(model, x.flip(3), size=64, occlusion=(16, 16))
+    assert torch.allclose(logits, (plain_logits + flipped_logits) / 2, atol=1e-5)
+    assert not torch.allclose(maps, plain_maps, atol=1e-3)  # the mirror view changed the map
+
+
 def two_blobs() -> np.ndarray:
     heat = np.zeros((40, 40))
     heat[5:15, 5:25] = 1.0  # 200 px

@@ -44,8 +44,8 @@ class FrameAnswer:
     heat: np.ndarray
 
 
-def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int]]:
-    """(photo_size, threshold, box mode, occlusion) as train_cam evaluated the model (saved in cam.pt)."""
+def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int], bool]:
+    """(photo_size, threshold, box mode, occlusion, flip) as train_cam evaluated the model (saved in cam.pt)."""
     params = model.info.get("params", {})
     occlusion = (int(params.get("occlusion_patch", 32)), int(params.get("occlusion_stride", 16)))
     return (
@@ -53,17 +53,18 @@ def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int]]:
         params.get("threshold", 0.2),
         params.get("boxes", "largest"),
         occlusion,
+        bool(params.get("eval_flip", False)),
     )
 
 
 @torch.no_grad()
 def answer_frames(model: CamClassifier, frames: list[np.ndarray]) -> list[FrameAnswer]:
     """Letterbox RGB frames as `pack` did, run the model, and map each heat map and box back onto the frame."""
-    side, threshold, mode, occlusion = _settings(model)
+    side, threshold, mode, occlusion, flip = _settings(model)
     fits = [letterbox(frame, side) for frame in frames]
     device = next(model.parameters()).device
     batch = torch.from_numpy(np.stack([square for square, _ in fits])).to(device)  # (B, side, side, 3)
-    logits, maps = heat_maps(model.net, to_model_input(batch, model.input_size), side, occlusion)
+    logits, maps = heat_maps(model.net, to_model_input(batch, model.input_size), side, occlusion, flip)
     probabilities = logits.softmax(dim=1)
     answers = []
     for frame, (_, fit), heat, p in zip(frames, fits, maps.numpy(), probabilities, strict=True):

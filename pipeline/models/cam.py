@@ -142,7 +142,7 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, patc
 
 @torch.no_grad()
 def heat_maps(
-    model: nn.Module, x: torch.Tensor, size: int, occlusion: tuple[int, int] = (32, 16)
+    model: nn.Module, x: torch.Tensor, size: int, occlusion: tuple[int, int] = (32, 16), flip: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the min-max scaled map of the predicted class, upsampled to size x size.
 
@@ -152,20 +152,25 @@ def heat_maps(
         x: (B, 3, S, S) model input in [-1, 1].
         size: side of the returned maps (the photo's side, so boxes come out in its pixels).
         occlusion: (patch, stride) of the occlusion map.
+        flip: also run the mirror image: the logits are the mean of both, and the map of their predicted class is
+            the mean of the photo's map and the mirror image's map mirrored back.
 
     Returns:
         logits (B, N) and maps (B, size, size) in [0, 1], both float32 on the CPU.
     """
+    views = [x, x.flip(3)] if flip else [x]
     if isinstance(model, VGGGAP):
-        features = model.forward_features(x)
-        logits = model.forward_head(features).float()
-        maps = model.class_map(features, logits.argmax(1)).float()  # (B, h, w)
+        features = [model.forward_features(view) for view in views]
+        logits = torch.stack([model.forward_head(f).float() for f in features]).mean(0)
+        maps = [model.class_map(f, logits.argmax(1)).float() for f in features]  # (B, h, w) each
     else:
-        logits = model(x).float()
-        maps = occlusion_map(model, x, logits.argmax(1), *occlusion).to(x.device)  # (B, n, n)
+        logits = torch.stack([model(view).float() for view in views]).mean(0)
+        maps = [occlusion_map(model, view, logits.argmax(1), *occlusion).to(x.device) for view in views]  # (B, n, n)
+    # each view's map back in the photo's orientation (pools of even sides mirror exactly), then their mean
+    mean = torch.stack([m.flip(2) if i else m for i, m in enumerate(maps)]).mean(0)
     # upsampled as the paper does (bilinear), then scaled per map so that its threshold is a share of the peak
-    maps = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]  # (B, S, S)
-    return logits.cpu(), min_max(maps).cpu()
+    mean = F.interpolate(mean[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]  # (B, S, S)
+    return logits.cpu(), min_max(mean).cpu()
 
 
 class CamClassifier(nn.Module):

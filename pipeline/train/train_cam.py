@@ -232,7 +232,7 @@ def localise(
             continue
         x = rt.memory_format(to_model_input(rt.to_device(batch["image"][keep]), section.input_size))
         with rt.autocast():
-            _, maps = heat_maps(model, x, side, (section.occlusion_patch, section.occlusion_stride))
+            _, maps = heat_maps(model, x, side, (section.occlusion_patch, section.occlusion_stride), section.eval_flip)
         for row, heat in zip(batch["index"][keep].tolist(), maps.numpy(), strict=True):
             for i, threshold in enumerate(thresholds):
                 box, found = cam_box(heat, threshold, section.boxes)
@@ -260,7 +260,7 @@ def overlay_sheet(model: nn.Module, data: ShardDataset, labels: list[str], secti
     device = next(model.parameters()).device
     x = to_model_input(batch["image"].to(device), section.input_size)
     side = int(data.image_shape[0])
-    logits, maps = heat_maps(model, x, side, (section.occlusion_patch, section.occlusion_stride))
+    logits, maps = heat_maps(model, x, side, (section.occlusion_patch, section.occlusion_stride), section.eval_flip)
     truths = dict(zip(data.rows.tolist(), haar_boxes(data), strict=True))
     tiles = []
     for image, heat, row, true, predicted in zip(
@@ -367,7 +367,7 @@ def train_cam(params: Params, say: Callable[[str], None] = print) -> CamResult:
             train_step = classifier_step(rt, net, trainer, size, augment, section.label_smoothing)
 
         def evaluate() -> dict[str, float]:
-            counts = count_split(rt, model, data.val, size, section.batch_size)
+            counts = count_split(rt, model, data.val, size, section.batch_size, section.eval_flip)
             out = {"val/top1": counts.topk(1), "val/loss": counts.loss()}
             if section.head == "gap":  # the CAM is free; the FC head's occlusion map costs a forward pass per patch
                 located = localise(rt, model, data.val, section)[section.threshold]
@@ -377,7 +377,7 @@ def train_cam(params: Params, say: Callable[[str], None] = print) -> CamResult:
         fit = trainer.fit(stream, train_step, evaluate if len(data.val) else None)
         model.load_state_dict(trainer.selected())
         best = trainer.best or {"step": trainer.step, "metrics": {}}
-        test = count_split(rt, model, data.test, size, section.batch_size)
+        test = count_split(rt, model, data.test, size, section.batch_size, section.eval_flip)
         located = localise(rt, model, data.test, section)[section.threshold]
         # how the threshold was chosen: val only (the test split never picks anything)
         sweep = localise(rt, model, data.val, section, SWEEP) if len(data.val) and section.head == "gap" else {}
