@@ -372,8 +372,8 @@ class CamParams(LoopParams):
     boxes: Literal["largest", "every"] = "largest"  # the largest region's box | one box around every region
     min_iou: float = Field(0.5, gt=0, le=1)  # a test photo is localised when its box has IoU >= this with Haar's
     eval_flip: bool = True  # predict and map on the photo and its mirror image (mean logits, mean map)
-    occlusion_patch: int = Field(32, ge=1, le=1024)  # fc head: the occluding patch's side in input pixels
-    occlusion_stride: int = Field(16, ge=1, le=1024)
+    occlusion_patch: int = Field(64, ge=1, le=1024)  # fc head: the occluding patch's side in input pixels
+    occlusion_stride: int = Field(32, ge=1, le=1024)  # 7 x 7 positions at 256 px
     overlays: int = Field(16, ge=1, le=256)  # test photos in the overlay sheet (the first ones of the split)
     model: str = "models/cam.pt"
     metrics: str = "metrics/cam.json"
