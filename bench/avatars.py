@@ -17,12 +17,12 @@ from typing import Any
 
 import requests
 
+from pipeline.core import traits
 from pipeline.core.params import CrawlAvatarsParams, SandboxParams
 from pipeline.core.storage import atomic_write_bytes, content_path
 from pipeline.core.viz import encode_png
 from pipeline.crawl.avatars import crawl_avatars, preview_url
 from pipeline.crawl.validate import ImageLimits, validate_image
-from pipeline.sandbox import traits
 from pipeline.sandbox.avatar import render_avatar
 
 

@@ -13,13 +13,13 @@ import torch
 from pipeline.core.params import DtnParams, PretrainFParams, TrainParams
 from pipeline.models.dtn import to_encoder_input
 from pipeline.models.vgg import VGG
-from pipeline.train.pretrain_f import build_model
+from pipeline.train.pretrain_f import build_vgg
 
 
 def frozen_f(section: PretrainFParams, fold: bool) -> VGG:
     """The default f architecture, frozen and in NHWC order as train_dtn holds it, folded or not."""
     torch.manual_seed(0)
-    net, _ = build_model(section, num_classes=48)
+    net, _ = build_vgg(section, num_classes=48)
     net.eval()
     if fold:
         net.fold_batch_norm()

@@ -18,12 +18,13 @@ from torch.utils.data import DataLoader
 
 from bench.loader import PngFolder, make_images
 from pipeline.core.manifest import write_manifest
-from pipeline.core.params import LoopParams, PretrainFParams
+from pipeline.core.params import LoopParams, Params, PretrainFParams
 from pipeline.dataset.loader import Augment, ShardDataset, ShardStream
 from pipeline.dataset.shards import write_dataset
 from pipeline.train.checkpoint import RunKey
+from pipeline.train.classifier import make_optimizer
 from pipeline.train.loop import Trainer
-from pipeline.train.pretrain_f import build_model, classifier_step, make_optimizer
+from pipeline.train.pretrain_f import PretrainF, build_vgg
 from pipeline.train.runtime import Runtime
 
 CLASSES = 16
@@ -48,13 +49,15 @@ class Ours:
     def __init__(self, root: Path, section: PretrainFParams, channels_last: bool) -> None:
         torch.manual_seed(0)
         self.rt = Runtime(torch.device("cpu"), channels_last=channels_last)
-        model, _ = build_model(section, CLASSES)
-        net = self.rt.prepare(model)
+        model, _ = build_vgg(section, CLASSES)
         loop = LoopParams(steps=1, batch_size=section.batch_size, eval_every=10**6, checkpoint_every=10**6)
         self.trainer = Trainer(self.rt, loop, {"model": model}, {"model": make_optimizer(section, model)}, RunKey())
         self.trainer.start()
-        augment = Augment(**section.augment.model_dump())
-        self.step = classifier_step(self.rt, net, self.trainer, section.input_size, augment, 0.1)
+        # pretrain_f's own training step, on this runtime, model and trainer
+        stage = PretrainF(Params(pretrain_f=section))
+        stage.rt, stage.trainer, stage.model, stage.net = self.rt, self.trainer, model, self.rt.prepare(model)
+        stage.augment = Augment(**section.augment.model_dump())
+        self.step = stage.train_step
         self.stream = ShardStream(ShardDataset(root, "train"), section.batch_size, seed=0, drop_last=True)
 
     def __call__(self, steps: int) -> tuple[int, float]:
@@ -69,7 +72,7 @@ class SeedStyle:
 
     def __init__(self, paths: list[Path], section: PretrainFParams, workers: int) -> None:
         torch.manual_seed(0)
-        self.model, _ = build_model(section, CLASSES)
+        self.model, _ = build_vgg(section, CLASSES)
         self.optimizer = make_optimizer(section, self.model)
         loader = DataLoader(
             PngFolder(paths, section.input_size),

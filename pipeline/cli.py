@@ -86,8 +86,8 @@ def sandbox_grid(
     seed: Annotated[int, typer.Option(help="sampling seed.")] = 0,
 ) -> None:
     """Render a grid of random sandbox avatars to look at (no server needed)."""
+    from pipeline.core import traits
     from pipeline.core.viz import image_grid, save_png
-    from pipeline.sandbox import traits
     from pipeline.sandbox.avatar import render_avatar
 
     catalogue = traits.parse_catalogue(traits.catalogue_json())
@@ -180,12 +180,12 @@ def lookalike_cmd(
     set_: list[str] | None = set_option("pack.out_dir=data/shards"),
 ) -> None:
     """Which trained identity does this photo look like? Detects and aligns the face, runs f, lists the top k."""
+    from pipeline.core.checkpoint import CheckpointError
     from pipeline.core.viz import save_png
     from pipeline.dataset.loader import ShardError
     from pipeline.faces.detect import ImageDecodeError, decode_image
     from pipeline.infer.lookalike import LookalikeError, lookalike, most_similar, show_sheet
     from pipeline.models.face_encoder import load_f
-    from pipeline.train.checkpoint import CheckpointError
 
     cfg = with_overrides(params, set_) if (set_ or model is None or show is not None) else None
     model = model or Path(cfg.pretrain_f.model)  # type: ignore[union-attr]
@@ -224,12 +224,12 @@ def emojify_cmd(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Turn the face in a photo into an emoji: detect, align, f, then the DTN's g."""
+    from pipeline.core.checkpoint import CheckpointError
     from pipeline.core.viz import save_png
     from pipeline.infer.emojify import Emojifier
     from pipeline.infer.emojify import side_by_side as pair
     from pipeline.infer.lookalike import LookalikeError
     from pipeline.models.face_encoder import load_f
-    from pipeline.train.checkpoint import CheckpointError
 
     if not photo.is_file():
         _fail(f"{photo} not found; pass the path of a photo")
@@ -265,9 +265,9 @@ def cam_cmd(
     set_: list[str] | None = set_option("cam.model=models/cam.pt"),
 ) -> None:
     """Where is the face? The CAM model's heat map, predicted identity and box on a photo or every video frame."""
+    from pipeline.core.checkpoint import CheckpointError
     from pipeline.infer.cam import CamInputError, cam_photo, cam_video, read_photo, video_frames
     from pipeline.models.cam import load_cam
-    from pipeline.train.checkpoint import CheckpointError
 
     if not source.is_file():
         _fail(f"{source} not found; pass the path of a photo or a video")

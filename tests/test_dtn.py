@@ -16,17 +16,25 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from pipeline.core import traits
 from pipeline.core.manifest import write_manifest
 from pipeline.core.params import AlignParams, DtnParams, TrainParams, load_params
 from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.dataset.shards import write_dataset
-from pipeline.models.dtn import EmojiDecoder, TripleDiscriminator, to_encoder_input
+from pipeline.models.dtn import (
+    EmojiDecoder,
+    TripleDiscriminator,
+    discriminator_loss,
+    distance,
+    generator_gan_loss,
+    to_encoder_input,
+    total_variation,
+)
 from pipeline.models.face_encoder import load_f, save_f
 from pipeline.models.vgg import VGG
-from pipeline.sandbox import traits
 from pipeline.sandbox.avatar import render_avatar
-from pipeline.train.dtn_losses import discriminator_loss, distance, generator_gan_loss, total_variation
-from pipeline.train.train_dtn import Schedule, run_key, train_dtn
+from pipeline.train.skeleton import train_model
+from pipeline.train.train_dtn import Schedule, TrainDtn, run_key
 from tests.conftest import make_tiny_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +218,7 @@ def test_a_short_training_lowers_g_loss_and_writes_metrics_with_chance_and_grids
     assert metrics["chance_top1"] == 0.25 and 1 <= metrics["median_rank"] <= 24
     assert metrics["traits_compared"] == 0  # the made-up faces carry no traits
     images = sorted(p.name for p in (plots / "images/photo_emoji").iterdir())
-    assert images == ["000010.png", "000020.png", "000030.png", "000040.png"]
+    assert images == [f"{step:06d}.png" for step in range(5, 45, 5)]  # a grid after every logged step
     grid = cv2.imread(str(plots / "images/photo_emoji_final.png"))
     assert grid.shape[1] == 2 + 8 * (32 + 2)  # 4 photo | emoji pairs per row
     details = json.loads((cwd / "reports/details/dtn.json").read_text())
@@ -258,7 +266,7 @@ def test_d_judges_each_group_alone_in_d_and_g_updates(
     monkeypatch.setattr(TripleDiscriminator, "forward", spy)
     monkeypatch.setattr(EmojiDecoder, "forward", spy_g)
     monkeypatch.setattr(VGG, "embed", spy_f)
-    train_dtn(load_params(cwd / "params.yaml"), say=lambda _: None)
+    train_model(TrainDtn(load_params(cwd / "params.yaml"), say=lambda _: None))
     # per step: D update on G(x), G(t), t; G update on G(x), G(t); batch 16 each
     assert seen == [16] * 10, seen
     assert autocast == {(net, precision == "bf16") for net in ("D", "g", "f")}

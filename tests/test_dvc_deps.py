@@ -49,7 +49,7 @@ def test_deps_checker_catches_a_missing_module(tmp_path: Path) -> None:
     sources = {p.relative_to(REPO).as_posix() for p in file_sources(entry)}
     assert "pipeline/faces/detect.py" in sources  # align_run -> align -> detect
     assert not covered("pipeline/faces/detect.py", ["pipeline/faces/align_run.py", "pipeline/sandbox/"])
-    assert covered("pipeline/sandbox/traits.py", ["pipeline/sandbox/"])
+    assert covered("pipeline/sandbox/avatar.py", ["pipeline/sandbox/"])
 
 
 @pytest.mark.parametrize("name", ["pretrain_f", "train_cam", "train_dcgan", "train_dtn"])

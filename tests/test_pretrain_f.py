@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from pipeline.core.checkpoint import load_checkpoint
 from pipeline.models.face_encoder import load_f
-from pipeline.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,8 +146,9 @@ def test_too_few_training_faces_for_a_batch_is_a_clear_error(tmp_path: Path, tin
 DDP_DRIVER = """
 import json, os
 from pipeline.core.params import load_params
-from pipeline.train.pretrain_f import pretrain_f
-result = pretrain_f(load_params(), say=lambda line: None)
+from pipeline.train.pretrain_f import PretrainF
+from pipeline.train.skeleton import train_model
+result = train_model(PretrainF(load_params(), say=lambda line: None))
 with open(f"metrics_rank{os.environ['RANK']}.json", "w") as handle:
     json.dump({"metrics": result.metrics, "details": result.details, "world": result.run["world_size"]}, handle)
 """

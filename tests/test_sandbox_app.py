@@ -9,8 +9,8 @@ import pytest
 import requests
 from PIL import Image
 
+from pipeline.core import traits
 from pipeline.core.params import FaultParams
-from pipeline.sandbox import traits
 from pipeline.sandbox.app import ASSETS_PATH, PREVIEW_PATH
 from pipeline.sandbox.server import SandboxServer
 

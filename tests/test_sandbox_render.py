@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.core import traits
 from pipeline.core.viz import encode_png, image_grid, save_png
-from pipeline.sandbox import traits
 from pipeline.sandbox.avatar import avatar_landmarks, render_avatar
 from pipeline.sandbox.photo import (
     encode_jpeg,

@@ -13,8 +13,9 @@ import pytest
 
 from pipeline.core.params import PackParams
 from pipeline.core.schema import TRAIT_COLUMNS
+from pipeline.core.viz import letterbox
 from pipeline.crawl.face_store import hamming
-from pipeline.dataset.shards import PackError, PackInputs, letterbox, pack, read_labels
+from pipeline.dataset.shards import PackError, PackInputs, pack, read_labels
 
 IDENTITIES = {"Ann Lee": 12, "Bob Ray": 10, "Cy Few": 3}
 

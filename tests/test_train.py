@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.core.params import LoopParams
 from pipeline.dataset.loader import ShardDataset, ShardStream, to_model_input
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
 from pipeline.models.vgg import VGG
-from pipeline.train.checkpoint import CheckpointError, RunKey, find_resume, load_checkpoint, save_checkpoint
+from pipeline.train.checkpoint import RunKey, find_resume
 from pipeline.train.live import LiveLog, truncate_curves
 from pipeline.train.loop import Trainer, eval_batches, lr_factor
 from pipeline.train.runtime import Runtime, step_seed, torchrun_env

@@ -14,10 +14,11 @@ import yaml
 from conftest import BIN, run, shrink
 from PIL import Image
 
+from pipeline.core.checkpoint import load_checkpoint
+from pipeline.models.dcgan import DCGAN_FORMAT
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.train_dcgan import DCGAN_FORMAT, discriminator_loss
+from pipeline.train.train_dcgan import discriminator_loss
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {

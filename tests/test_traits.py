@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sandbox import traits
+from pipeline.core import traits
 
 
 def catalogue() -> dict:

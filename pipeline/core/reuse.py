@@ -48,7 +48,7 @@ def _imported_modules(path: Path, module: str) -> set[str]:
             if base is None:
                 continue
             names.add(base)
-            # `from pipeline.sandbox import traits` imports the submodule `pipeline.sandbox.traits`.
+            # `from pipeline.core import traits` imports the submodule `pipeline.core.traits`.
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 

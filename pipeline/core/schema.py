@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.sandbox import traits
+from pipeline.core import traits
 
 # The ground truth of an avatar or a synthetic identity: gender, style and every trait of the catalogue.
 TRAIT_COLUMNS = ["gender", "style", *sorted(traits.TRAIT_KEYS)]

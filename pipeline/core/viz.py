@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -84,3 +85,33 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     path = Path(path)
     atomic_write_bytes(path, encode_png(rgb))
     return path
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a raw photo maps into its square shard image: shard = raw * scale + pad (pixel-edge coordinates)."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: int
+    pad_y: int
+    raw_width: int
+    raw_height: int
+
+    def box(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        """A raw-photo (x, y, w, h) box in shard pixels."""
+        return (x * self.scale_x + self.pad_x, y * self.scale_y + self.pad_y, w * self.scale_x, h * self.scale_y)
+
+
+def letterbox(rgb: np.ndarray, size: int, fill: int = 0) -> tuple[np.ndarray, Letterbox]:
+    """Fit the whole photo into a size x size square of grey level `fill` (black: pack's photos), centred, keeping its
+    aspect ratio."""
+    height, width = rgb.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # INTER_AREA averages when shrinking (no aliasing); it degrades to nearest when enlarging, so use linear there.
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    out = np.full((size, size, 3), fill, np.uint8)
+    out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized[..., :3]
+    return out, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)

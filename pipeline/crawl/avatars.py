@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import aiohttp
 from tqdm import tqdm
 
+from pipeline.core import traits
 from pipeline.core.manifest import ResumableOutput, count_reasons
 from pipeline.core.params import CrawlAvatarsParams, SandboxParams, resolved
 from pipeline.core.reuse import code_version, result_key
@@ -23,7 +24,6 @@ from pipeline.core.storage import DiskFullError, content_path, write_content
 from pipeline.crawl.fetch import USER_AGENT, FetchOutcome, RetryPolicy, fetch_image, fetch_json
 from pipeline.crawl.partition import take_part
 from pipeline.crawl.validate import ImageLimits, ImageRejected, validate_image
-from pipeline.sandbox import traits
 from pipeline.sandbox.app import ASSETS_PATH, PREVIEW_PATH
 from pipeline.sandbox.server import SandboxServer, served_content
 

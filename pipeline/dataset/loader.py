@@ -335,3 +335,8 @@ def to_model_input(
     if augment is not None:
         x = augment_batch(x, augment, generator)
     return x.mul_(2).sub_(1)
+
+
+def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
+    """A model's image output (B, 3, S, S) in [-1, 1] -> uint8 (B, S, S, 3) on the CPU: `to_model_input` undone."""
+    return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()

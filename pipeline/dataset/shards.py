@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +21,7 @@ from pipeline.core.manifest import prune_unreferenced, write_manifest
 from pipeline.core.params import PackParams, Params, resolved
 from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json, remove_partials
+from pipeline.core.viz import letterbox
 from pipeline.dataset.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
 from pipeline.faces.detect import ImageDecodeError, decode_image
 
@@ -58,35 +59,6 @@ def pack_inputs(params: Params) -> PackInputs:
 def split_fractions(params: PackParams) -> tuple[float, float, float]:
     """(train, val, test) shares of every identity (and of the avatars)."""
     return (1.0 - params.val_fraction - params.test_fraction, params.val_fraction, params.test_fraction)
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """How a raw photo maps into its square shard image: shard = raw * scale + pad (pixel-edge coordinates)."""
-
-    scale_x: float
-    scale_y: float
-    pad_x: int
-    pad_y: int
-    raw_width: int
-    raw_height: int
-
-    def box(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
-        """A raw-photo (x, y, w, h) box in shard pixels."""
-        return (x * self.scale_x + self.pad_x, y * self.scale_y + self.pad_y, w * self.scale_x, h * self.scale_y)
-
-
-def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Fit the whole photo into a black size x size square, centred, keeping its aspect ratio."""
-    height, width = rgb.shape[:2]
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    # INTER_AREA averages when shrinking (no aliasing); it degrades to nearest when enlarging, so use linear there.
-    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    out = np.zeros((size, size, 3), np.uint8)
-    out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-    return out, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
 
 
 def encode_npy(array: np.ndarray) -> bytes:

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.sandbox.traits import HAIR_TONES, NONE, SKIN_TONES, tone_to_rgb
+from pipeline.core.traits import HAIR_TONES, NONE, SKIN_TONES, tone_to_rgb
 
-# Hair option ids: the catalogue's short styles start at 2200, its long ones at 2300 (pipeline.sandbox.traits).
+# Hair option ids: the catalogue's short styles start at 2200, its long ones at 2300 (pipeline.core.traits).
 LONG_HAIR_FROM = 2300
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.core import traits
 from pipeline.core.params import AlignParams
 from pipeline.core.schema import OK, REJECTED
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.core.viz import encode_png
 from pipeline.faces.align import align_bytes, align_to_landmarks
 from pipeline.faces.detect import ImageDecodeError, decode_image
-from pipeline.sandbox import traits
 
 
 def init_worker() -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.core.viz import letterbox
 from pipeline.dataset.loader import to_model_input
-from pipeline.dataset.shards import letterbox
 from pipeline.evaluate.cam_boxes import Box, cam_box, draw_overlay
 from pipeline.faces.detect import ImageDecodeError, decode_image
 from pipeline.models.cam import CamClassifier, heat_maps

@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.dataset.loader import to_uint8_images
 from pipeline.faces.align import AlignResult
 from pipeline.infer.lookalike import LookalikeError, align_photo
+from pipeline.models.dtn import load_generator
 from pipeline.models.face_encoder import FaceEncoder
-from pipeline.train.train_dtn import load_generator, to_uint8
 
 
 class EmojifyError(LookalikeError):
@@ -56,7 +57,7 @@ class Emojifier:
         """
         result = align_photo(data, self.encoder, name)
         embedding = self.encoder.embed(torch.from_numpy(result.image)[None])  # (1, D)
-        emoji = to_uint8(self.g(embedding))[0]  # (S, S, 3)
+        emoji = to_uint8_images(self.g(embedding))[0].numpy()  # (S, S, 3)
         return Emoji(emoji, result.image, result)
 
 

@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from pipeline.core.params import AlignParams
-from pipeline.core.viz import image_grid
+from pipeline.core.viz import image_grid, letterbox
 from pipeline.dataset.loader import ShardDataset
 from pipeline.faces.align import AlignResult, align_bytes
 from pipeline.models.face_encoder import FaceEncoder
@@ -102,22 +102,10 @@ def most_similar(encoder: FaceEncoder, face: np.ndarray, shards: Path, identity:
     return images[best].numpy(), float(cosines[best])
 
 
-def letterbox_square(rgb: np.ndarray, side: int) -> np.ndarray:
-    """The whole photo inside a side x side grey square."""
-    height, width = rgb.shape[:2]
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    out = np.full((side, side, 3), 255, np.uint8)
-    y, x = (side - resized.shape[0]) // 2, (side - resized.shape[1]) // 2
-    out[y : y + resized.shape[0], x : x + resized.shape[1]] = resized[..., :3]
-    return out
-
-
 def show_sheet(photo: np.ndarray, match: Match, similar: np.ndarray, cosine: float) -> np.ndarray:
     """Input photo | aligned face | most similar training photo of the top identity, labelled."""
     side = match.aligned.shape[0]
     identity, probability = match.ranking[0]
-    tiles = [letterbox_square(photo, side), match.aligned, cv2.resize(similar, (side, side))]
+    tiles = [letterbox(photo, side, fill=255)[0], match.aligned, cv2.resize(similar, (side, side))]
     labels = ["input", f"aligned: {identity} {probability:.0%}", f"closest photo, cos {cosine:.2f}"]
     return image_grid(tiles, cols=3, pad=4, labels=labels)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.vgg import VGG, VGG16_D, conv_stack, scaled
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 
 CAM_FORMAT = "img2caricature/cam-v1"
 ARCH_KEYS = ("head", "num_classes", "input_size", "width", "batch_norm", "cam_channels", "dropout")
@@ -210,7 +210,7 @@ def load_cam(path: Path, device: str | torch.device = "cpu") -> CamClassifier:
 
     Raises:
         FileNotFoundError: when there is no file (train it with `dvc repro train_cam`).
-        pipeline.train.checkpoint.CheckpointError: when the file is corrupt or not a cam.pt.
+        pipeline.core.checkpoint.CheckpointError: when the file is corrupt or not a cam.pt.
     """
     payload = load_checkpoint(path, CAM_FORMAT, missing="train the CAM model first with `dvc repro train_cam`")
     net = build_cam_model(**{key: payload["arch"][key] for key in ARCH_KEYS})

@@ -1,16 +1,23 @@
-"""DCGAN (Radford et al. 2016) as in pytorch/examples: a 64x64 generator and discriminator, widths as arguments."""
+"""DCGAN (Radford et al. 2016) as in pytorch/examples: a 64x64 generator and discriminator, and `dcgan.pt`."""
 
 from __future__ import annotations
 
+import copy
 from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from pipeline.core.checkpoint import save_checkpoint
+from pipeline.dataset.loader import to_uint8_images
+
 IMAGE_SIZE = 64  # the architecture's output side: four stride-2 layers above a 4x4 seed
+DCGAN_FORMAT = "img2caricature/dcgan-v1"
 
 
-def init_dcgan_weights(module: nn.Module) -> None:
+def dcgan_init(module: nn.Module) -> None:
     """The paper's init: every conv weight from N(0, 0.02), BatchNorm scales from N(1, 0.02), biases 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
@@ -42,10 +49,10 @@ class Generator(nn.Module):
             layers += [nn.ConvTranspose2d(inp, out, 4, stride, padding, bias=False), nn.BatchNorm2d(out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
-        self.reset_parameters()
+        self.init_weights()
 
-    def reset_parameters(self) -> None:
-        self.apply(init_dcgan_weights)
+    def init_weights(self) -> None:
+        self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z.reshape(z.shape[0], self.nz, 1, 1)  # (B, nz, 1, 1)
@@ -71,16 +78,34 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(inp, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, True)]
         layers.append(nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False))
         self.main = nn.Sequential(*layers)
-        self.reset_parameters()
+        self.init_weights()
 
-    def reset_parameters(self) -> None:
-        self.apply(init_dcgan_weights)
+    def init_weights(self) -> None:
+        self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.main(x)  # (B, ndf, 32, 32) -> ... -> (B, ndf*8, 4, 4) -> (B, 1, 1, 1)
         return logits.flatten()  # (B,)
 
 
-def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
-    """Generator output (B, 3, S, S) in [-1, 1] -> uint8 (B, S, S, 3), as an image file would store it."""
-    return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+def fixed_noise(count: int, nz: int, seed: int) -> torch.Tensor:
+    """The same noise vectors in every grid of a run (and of every run with this seed)."""
+    return torch.randn(count, nz, generator=torch.Generator().manual_seed(seed))
+
+
+def sample(gen: Generator, noise: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """uint8 faces (N, 64, 64, 3) of `noise`, generated in batches as in training (BatchNorm on batch statistics).
+
+    A copy of G does the work, so sampling never moves the running statistics that the checkpoint holds.
+    """
+    sampler = copy.deepcopy(gen).train()
+    device = next(gen.parameters()).device
+    with torch.no_grad():
+        return torch.cat([to_uint8_images(sampler(z.to(device))) for z in noise.split(batch_size)])
+
+
+def save_dcgan(path: Path, gen: Generator, disc: Discriminator, info: dict[str, Any]) -> None:
+    """Write dcgan.pt atomically: G's and D's weights and arguments, and `info` (params, run key, metrics)."""
+    arch = {"nz": gen.nz, "ngf": gen.ngf, "ndf": disc.ndf}
+    payload = {"generator": gen.state_dict(), "discriminator": disc.state_dict(), "arch": arch, **info}
+    save_checkpoint(Path(path), payload, DCGAN_FORMAT)

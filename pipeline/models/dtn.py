@@ -1,12 +1,18 @@
-"""Domain Transfer Network (Taigman et al., ICLR 2017): g from f's embedding to an emoji, and the 3-way D."""
+"""Domain Transfer Network (Taigman et al., ICLR 2017): g from f's embedding to an emoji, the 3-way D, the losses."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.dcgan import init_dcgan_weights
+from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models.dcgan import dcgan_init
+
+DTN_FORMAT = "img2caricature/dtn-v1"
 
 # The discriminator's three classes: G of a source photo, G of a target avatar, a real avatar.
 FAKE_SOURCE, FAKE_TARGET, REAL_TARGET = 0, 1, 2
@@ -55,8 +61,12 @@ class EmojiDecoder(nn.Module):
             channels = width
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.ConvTranspose2d(channels, 3, 4, stride=2, padding=1)
-        for module in self.modules():  # DCGAN init, in this order (the draws follow it)
-            init_dcgan_weights(module)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """DCGAN's init, module by module in `modules()` order (the random draws follow it)."""
+        for module in self.modules():
+            dcgan_init(module)
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         x = embedding.view(embedding.shape[0], -1, 1, 1)  # (B, D, 1, 1)
@@ -89,8 +99,12 @@ class TripleDiscriminator(nn.Module):
             channels, side, width = width, side // 2, width * 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(channels, 3, 4)
-        for module in self.modules():  # DCGAN init, in this order (the draws follow it)
-            init_dcgan_weights(module)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """DCGAN's init, module by module in `modules()` order (the random draws follow it)."""
+        for module in self.modules():
+            dcgan_init(module)
 
     def forward(self, emoji: torch.Tensor) -> torch.Tensor:
         x = self.features(emoji)  # (B, C, 4, 4)
@@ -104,3 +118,77 @@ def to_encoder_input(emoji: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(
         emoji, size=(size, size), mode="bilinear", align_corners=False, antialias=size < emoji.shape[-1]
     )
+
+
+# ---- the losses (section 3 of the paper): the 3-way D loss, L_GANG, L_CONST, L_TID and L_TV ------------------------
+
+Distance = Literal["cosine", "mse", "l1"]
+
+
+def distance(a: torch.Tensor, b: torch.Tensor, kind: Distance) -> torch.Tensor:
+    """The mean over the batch of a per-sample distance: 1 - cosine, mean squared or mean absolute difference."""
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)).mean()
+    if kind == "mse":
+        return F.mse_loss(a, b)
+    if kind == "l1":
+        return F.l1_loss(a, b)
+    raise ValueError(f"unknown distance {kind!r}; use cosine, mse or l1")
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """L_TV with the paper's B = 1: the mean over pixels of sqrt((z[i, j+1] - z[i, j])^2 + (z[i+1, j] - z[i, j])^2).
+
+    Exactly 0 for a constant image, with a finite gradient there (sqrt is only taken where the sum is positive).
+    """
+    dx = images[:, :, :-1, 1:] - images[:, :, :-1, :-1]  # (B, C, H-1, W-1)
+    dy = images[:, :, 1:, :-1] - images[:, :, :-1, :-1]
+    squared = dx.pow(2) + dy.pow(2)
+    positive = squared > 0
+    return (torch.sqrt(torch.where(positive, squared, torch.ones_like(squared))) * positive).mean()
+
+
+def discriminator_loss(
+    source_logits: torch.Tensor, target_logits: torch.Tensor, real_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3-way cross-entropy of D: G(source) is class 0, G(target) class 1, a real avatar class 2.
+
+    Returns:
+        (the sum of the three mean cross-entropies, the source term alone: the adaptive schedule watches it).
+    """
+    source = F.cross_entropy(source_logits, _labels(source_logits, FAKE_SOURCE))
+    target = F.cross_entropy(target_logits, _labels(target_logits, FAKE_TARGET))
+    real = F.cross_entropy(real_logits, _labels(real_logits, REAL_TARGET))
+    return source + target + real, source
+
+
+def generator_gan_loss(source_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """L_GANG: G wants D to call both its source and its target outputs real avatars (class 2)."""
+    return F.cross_entropy(source_logits, _labels(source_logits, REAL_TARGET)) + F.cross_entropy(
+        target_logits, _labels(target_logits, REAL_TARGET)
+    )
+
+
+def _labels(logits: torch.Tensor, value: int) -> torch.Tensor:
+    return torch.full((logits.shape[0],), value, dtype=torch.long, device=logits.device)
+
+
+# ---- dtn.pt ---------------------------------------------------------------------------------------------------------
+
+
+def save_dtn(path: Path, g_state: dict, d_state: dict, arch: dict[str, Any], info: dict[str, Any]) -> None:
+    """Write dtn.pt atomically: g and D weights, g's arguments, and info (params, f's run key, metrics)."""
+    save_checkpoint(path, {"g": g_state, "d": d_state, "arch": dict(arch), "info": info}, DTN_FORMAT)
+
+
+def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[EmojiDecoder, dict[str, Any]]:
+    """g from dtn.pt in eval mode, and the info saved beside it.
+
+    Raises:
+        FileNotFoundError: when there is no file (train it with `dvc repro train_dtn`).
+        pipeline.core.checkpoint.CheckpointError: when the file is corrupt or not a dtn.pt.
+    """
+    payload = load_checkpoint(path, DTN_FORMAT, missing="train the DTN first with `dvc repro train_dtn`")
+    g = EmojiDecoder(**payload["arch"])
+    g.load_state_dict(payload["g"])
+    return g.to(device).eval(), payload["info"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.dataset.loader import to_model_input
 from pipeline.models.vgg import VGG
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 
 F_FORMAT = "img2caricature/f-v1"
 ARCH_KEYS = ("num_classes", "input_size", "width", "batch_norm", "dropout")
@@ -77,7 +77,7 @@ def load_f(path: Path, device: str | torch.device = "cpu") -> FaceEncoder:
 
     Raises:
         FileNotFoundError: when there is no file (train it with `dvc repro pretrain_f`).
-        pipeline.train.checkpoint.CheckpointError: when the file is corrupt or not an f.pt.
+        pipeline.core.checkpoint.CheckpointError: when the file is corrupt or not an f.pt.
     """
     payload = load_checkpoint(path, F_FORMAT, missing="train f first with `dvc repro pretrain_f`")
     net = VGG(**{key: payload["arch"][key] for key in ARCH_KEYS})

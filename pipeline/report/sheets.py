@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.params import Params
-from pipeline.core.viz import image_grid
+from pipeline.core.viz import image_grid, letterbox
 
 TILE = 128
 KIND_LABELS = {"no_face": "drawn: no face", "two_faces": "drawn: two faces"}
@@ -35,14 +35,7 @@ def thumbnail(path: Path, side: int = TILE, box: tuple[float, float, float, floa
     if box is not None and all(np.isfinite(box)):
         x, y, w, h = (round(v) for v in box)
         cv2.rectangle(rgb, (x, y), (x + w, y + h), (230, 40, 40), max(2, round(max(rgb.shape[:2]) / 150)))
-    scale = side / max(rgb.shape[:2])
-    small = cv2.resize(
-        rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), interpolation=cv2.INTER_AREA
-    )
-    tile = np.full((side, side, 3), 235, np.uint8)
-    top, left = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
-    tile[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return tile
+    return letterbox(rgb, side, fill=235)[0]
 
 
 def spread(frame: pd.DataFrame, count: int, group: str) -> pd.DataFrame:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pipeline.core import traits
 from pipeline.core.params import SandboxParams
-from pipeline.sandbox import search, traits
+from pipeline.sandbox import search
 from pipeline.sandbox.state import SANDBOX_KEY, Sandbox
 
 ASSETS_PATH = "/avatar-builder-v3/assets"

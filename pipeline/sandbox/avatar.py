@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pipeline.core.traits import BASE_SIZE, NONE, TRAIT_KEYS, AvatarSpec, option_index, tone_to_rgb
 from pipeline.sandbox.accessories import draw_beard, draw_glasses, draw_hair, draw_hat, draw_moustache
 from pipeline.sandbox.drawing import (
     BROW_Y,
@@ -29,7 +30,6 @@ from pipeline.sandbox.drawing import (
     smooth,
     transform,
 )
-from pipeline.sandbox.traits import BASE_SIZE, NONE, TRAIT_KEYS, AvatarSpec, option_index, tone_to_rgb
 
 BACKGROUND = (244, 243, 238)
 BROW_MAX = 5.5

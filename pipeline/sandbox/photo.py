@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import skimage.data
 
+from pipeline.core.traits import GENDERS, NONE, PEOPLE_WITHOUT, AvatarSpec, catalogue_options, make_spec
 from pipeline.sandbox.avatar import Head, Landmarks, Pens, draw_head, luma, posed_landmarks
 from pipeline.sandbox.drawing import CX, EYE_DX, EYE_Y, FACE_TOP, HeadShape, Pen, affine, compose, shade, smooth
-from pipeline.sandbox.traits import GENDERS, NONE, PEOPLE_WITHOUT, AvatarSpec, catalogue_options, make_spec
 
 KINDS = ("single", "no_face", "two_faces")
 NO_FACE_RATE, TWO_FACES_RATE = 0.05, 0.05

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.core.checkpoint import save_checkpoint
 from pipeline.core.params import LoopParams
+from pipeline.core.progress import Progress
 from pipeline.dataset.loader import ShardDataset, ShardStream, make_loader
-from pipeline.train.checkpoint import RunKey, find_resume, save_checkpoint
+from pipeline.train.checkpoint import RunKey, find_resume
 from pipeline.train.live import LiveLog
 from pipeline.train.runtime import Runtime
 
@@ -26,6 +28,8 @@ TrainStep = Callable[[dict[str, torch.Tensor], torch.Generator], Metrics]
 Evaluate = Callable[[], dict[str, float]]
 # Model selection: evaluation metrics -> a tuple to maximise (e.g. (val top-1, -val loss)).
 Select = Callable[[Mapping[str, float]], tuple[float, ...]]
+# Work after a logged step (grids, GIF frames): step -> None, run with every module in eval mode and no gradients.
+AfterLog = Callable[[int], None]
 
 
 def lr_factor(step: int, steps: int, warmup: int = 0, schedule: str = "constant") -> float:
@@ -81,7 +85,8 @@ class Trainer:
 
     Per step: the lr factor, a seed derived from (seed, step, rank), the task's `train_step` (which calls
     `backward`), curves every `log_every` steps averaged over ranks, an evaluation and model selection every
-    `eval_every` steps, and an atomic checkpoint every `checkpoint_every` steps and at the end. A checkpoint is
+    `eval_every` steps, and an atomic checkpoint every `checkpoint_every` steps and at the end; rank 0 shows the
+    progress (a bar on a terminal, a line every 10 % in a log) with the `show` metrics beside it. A checkpoint is
     resumed only when its run key (params, code, data) matches; the data order and every random draw of a
     resumed run are those of an uninterrupted one, so on the CPU it ends with the same weights.
 
@@ -95,6 +100,8 @@ class Trainer:
         live_dir: the dvclive folder, or None for no curves.
         select: evaluation metrics -> a tuple to maximise; None keeps the last weights.
         lr_at: step -> lr multiplier.
+        label: what the progress calls the run (the stage's name).
+        show: training metrics shown beside the progress, e.g. ("train/loss",).
     """
 
     def __init__(
@@ -108,8 +115,10 @@ class Trainer:
         live_dir: Path | None = None,
         select: Select | None = None,
         lr_at: Callable[[int], float] = lambda step: 1.0,
+        label: str = "train",
+        show: Sequence[str] = (),
     ) -> None:
-        self.rt, self.loop, self.key = rt, loop, key
+        self.rt, self.loop, self.key, self.label, self.show = rt, loop, key, label, tuple(show)
         self.modules, self.optimizers = dict(modules), dict(optimizers)
         self.checkpoint, self.live_dir, self.select, self.lr_at = checkpoint, live_dir, select, lr_at
         self.peak_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
@@ -174,57 +183,76 @@ class Trainer:
                 yield batch
                 step += 1
 
-    def fit(self, stream: ShardStream, train_step: TrainStep, evaluate: Evaluate | None = None) -> FitResult:
+    def fit(
+        self,
+        stream: ShardStream,
+        train_step: TrainStep,
+        evaluate: Evaluate | None = None,
+        after_log: AfterLog | None = None,
+    ) -> FitResult:
         """Train from `self.step` to `loop.steps`; see the class docstring for what happens around each step."""
         loop, rt = self.loop, self.rt
         result = FitResult(start_step=self.step, step=self.step)
         started, cpu_started = time.perf_counter(), time.process_time()
         source = self.batches(stream)
+        progress = Progress(self.label, self.step, loop.steps, enabled=rt.is_main)
         for module in self.modules.values():
             module.train()
-        while self.step < loop.steps:
-            waited = time.perf_counter()
-            batch = next(source)
-            result.data_wait_seconds += time.perf_counter() - waited
-            # ---- lr and seed
-            factor = self.lr_at(self.step)
-            for name, opt in self.optimizers.items():
-                for group, peak in zip(opt.param_groups, self.peak_lrs[name], strict=True):
-                    group["lr"] = peak * factor
-            generator = rt.seed_step(loop.seed, self.step)
-            # ---- forward, backward, step (inside the task's train_step)
-            metrics = train_step(batch, generator)
-            self.step += 1
-            result.images += int(batch["image"].shape[0])
-            for name, value in metrics.items():
-                self.pending[name] = self.pending.get(name, 0.0) + float(value)
-            self.pending_steps += 1
-            # ---- log
-            if self.step % loop.log_every == 0 or self.step == loop.steps:
-                means = {name: total / self.pending_steps for name, total in self.pending.items()}
-                self.live.log(self.step, {**rt.mean_over_ranks(means), "train/lr_factor": factor})
-                self.pending, self.pending_steps = {}, 0
-            # ---- evaluate and select
-            if evaluate is not None and (self.step % loop.eval_every == 0 or self.step == loop.steps):
-                self.evaluate(evaluate)
-            # ---- checkpoint
-            if self.step % loop.checkpoint_every == 0 or self.step == loop.steps:
-                self.save()
+        try:
+            while self.step < loop.steps:
+                waited = time.perf_counter()
+                batch = next(source)
+                result.data_wait_seconds += time.perf_counter() - waited
+                # ---- lr and seed
+                factor = self.lr_at(self.step)
+                for name, opt in self.optimizers.items():
+                    for group, peak in zip(opt.param_groups, self.peak_lrs[name], strict=True):
+                        group["lr"] = peak * factor
+                generator = rt.seed_step(loop.seed, self.step)
+                # ---- forward, backward, step (inside the task's train_step)
+                metrics = train_step(batch, generator)
+                self.step += 1
+                result.images += int(batch["image"].shape[0])
+                for name, value in metrics.items():
+                    self.pending[name] = self.pending.get(name, 0.0) + float(value)
+                self.pending_steps += 1
+                # ---- log, and the images of a logged step
+                if self.step % loop.log_every == 0 or self.step == loop.steps:
+                    means = {name: total / self.pending_steps for name, total in self.pending.items()}
+                    self.live.log(self.step, {**rt.mean_over_ranks(means), "train/lr_factor": factor})
+                    self.pending, self.pending_steps = {}, 0
+                    if after_log is not None:
+                        self.in_eval_mode(after_log, self.step)
+                # ---- evaluate and select
+                if evaluate is not None and (self.step % loop.eval_every == 0 or self.step == loop.steps):
+                    self.evaluate(evaluate)
+                # ---- checkpoint
+                if self.step % loop.checkpoint_every == 0 or self.step == loop.steps:
+                    self.save()
+                progress.update(self.step, {n.rpartition("/")[2]: float(metrics[n]) for n in self.show if n in metrics})
+        finally:
+            progress.close()
         result.step = self.step
         result.seconds = time.perf_counter() - started
         result.cpu_seconds = time.process_time() - cpu_started
         return result
 
-    def evaluate(self, evaluate: Evaluate) -> dict[str, float]:
-        """Run an evaluation with every module in eval(), log it, and keep the weights when `select` improves."""
+    def in_eval_mode(self, work: Callable[..., Any], *args: Any) -> Any:
+        """`work(*args)` with every module in eval mode and no gradients; the modules train again afterwards."""
         for module in self.modules.values():
             module.eval()
         try:
             with torch.no_grad():
-                metrics = evaluate()
+                return work(*args)
         finally:
             for module in self.modules.values():
                 module.train()
+
+    def evaluate(self, evaluate: Evaluate) -> dict[str, float]:
+        """Run an evaluation in eval mode, log it, and keep the weights when `select` improves."""
+        metrics = self.in_eval_mode(evaluate)
+        if not metrics:
+            return metrics
         self.live.log(self.step, metrics)
         if self.select is not None:
             score = list(self.select(metrics))

@@ -1,0 +1,169 @@
+"""How good a DTN is: L_CONST and L_TID on held-out data, retrieval ranks, nearest identity, trait agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.core.params import DtnParams
+from pipeline.dataset.loader import ShardDataset, to_model_input
+from pipeline.evaluate.classify import chance_topk
+from pipeline.evaluate.retrieval import identity_centroids, identity_topk, self_ranks
+from pipeline.evaluate.traits import (
+    agreement,
+    class_counts,
+    embedding_probe,
+    predict_traits,
+    train_trait_net,
+    trait_classes,
+)
+from pipeline.models.dtn import EmojiDecoder, distance, to_encoder_input
+from pipeline.models.face_encoder import FaceEncoder
+
+TRAIT_SIZE = 32  # the trait classifier sees avatars and emoji at this side: the traits are large, the CPU is small
+AGREEMENT_MARGIN = 0.15  # a trait counts as kept when its agreement beats its chance by this much
+
+
+@dataclass(frozen=True)
+class DtnData:
+    """The source photos (face shards) and target avatars (avatar shards) a DTN run reads."""
+
+    faces_train: ShardDataset
+    faces_test: ShardDataset
+    avatars_train: ShardDataset
+    avatars_held_out: list[ShardDataset]  # val and test: the trait classifier's ceiling and the test L_TID
+    data_id: str
+
+
+def all_images(splits: list[ShardDataset]) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Every image of the splits, uint8 (N, H, W, 3), and their index rows."""
+    images = torch.cat([s.gather(np.arange(len(s)))["image"] for s in splits if len(s)])
+    rows = pd.concat([s.index for s in splits if len(s)])
+    return images, rows
+
+
+@torch.no_grad()
+def embed_all(encoder: FaceEncoder, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """f of uint8 aligned images, (N, D) on f's device."""
+    return torch.cat([encoder.embed(chunk) for chunk in images.split(batch)])
+
+
+def encode_emoji(encoder: FaceEncoder, emoji: torch.Tensor) -> torch.Tensor:
+    """f(G(x)): g's output resized to f's input side, then f (gradients flow through f into g)."""
+    return encoder.net.embed(to_encoder_input(emoji, encoder.input_size))
+
+
+@torch.no_grad()
+def generate(encoder: FaceEncoder, g: EmojiDecoder, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """G(x) = g(f(x)) of uint8 aligned faces, (N, 3, S, S) in [-1, 1] on the CPU."""
+    was_training = g.training
+    g.eval()
+    out = torch.cat([g(encoder.embed(chunk)).cpu() for chunk in images.split(batch)])
+    g.train(was_training)
+    return out
+
+
+def trait_evaluation(
+    section: DtnParams,
+    seed: int,
+    data: DtnData,
+    emoji: torch.Tensor,
+    test_rows: pd.DataFrame,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    test_embeddings: torch.Tensor,
+) -> dict[str, dict[str, float]]:
+    """Per trait, with the majority-class chance: the trait classifier trained on the real train avatars, its
+    held-out accuracy (the ceiling), and its agreement on the emoji of the test photos with their identities' true
+    traits. Beside them, what f itself carries of the trait (`f_avatars`, `f_photos`): a linear probe fitted on
+    f of the train avatars, scored on f of the held-out avatars and on f of the test photos. g learns to draw a
+    trait from avatars through f (L_TID), so a trait that f's avatar probe cannot read in the photos' embeddings has
+    no path to the emoji."""
+    bins = section.skin_tone_bins
+    classes = class_counts(bins)
+    train_images, train_rows = all_images([data.avatars_train])
+    held_images, held_rows = all_images(data.avatars_held_out)
+    truth = trait_classes(test_rows, bins).reset_index(drop=True)
+    held_truth = trait_classes(held_rows, bins).reset_index(drop=True)
+    probe = embedding_probe(
+        embed(train_images).cpu(),
+        trait_classes(train_rows, bins).reset_index(drop=True),
+        {"f_avatars": (embed(held_images).cpu(), held_truth), "f_photos": (test_embeddings.cpu(), truth)},
+        classes,
+    )
+    net = train_trait_net(
+        to_model_input(train_images, TRAIT_SIZE), trait_classes(train_rows, bins), classes, section.trait_steps,
+        section.trait_lr, seed,
+    )  # fmt: skip
+    ceiling = agreement(predict_traits(net, to_model_input(held_images, TRAIT_SIZE)), held_truth)
+    small = nn.functional.interpolate(emoji, size=(TRAIT_SIZE, TRAIT_SIZE), mode="bilinear", antialias=True)
+    kept = agreement(predict_traits(net, small), truth)
+    table = {}
+    for name in classes:
+        row: dict[str, float] = {}
+        if name in ceiling:
+            row.update(ceiling=round(ceiling[name].accuracy, 4), ceiling_chance=round(ceiling[name].chance, 4))
+        if name in kept:
+            row.update(agreement=round(kept[name].accuracy, 4), chance=round(kept[name].chance, 4))
+            row["photos"] = kept[name].count
+        for probe_name, scores in probe.items():
+            if name in scores:
+                row[probe_name] = round(scores[name].accuracy, 4)
+        table[name] = row
+    return table
+
+
+@torch.no_grad()
+def evaluate_dtn(
+    encoder: FaceEncoder, g: EmojiDecoder, section: DtnParams, seed: int, data: DtnData
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Test L_CONST and L_TID, retrieval ranks, nearest identity, emoji spread and trait agreement.
+
+    Returns:
+        (flat metrics, details).
+    """
+    photos, rows = all_images([data.faces_test])
+    source = embed_all(encoder, photos)
+    emoji = generate(encoder, g, photos)
+    probes = torch.cat([encode_emoji(encoder, chunk.to(source.device)) for chunk in emoji.split(128)])
+    avatars, _ = all_images(data.avatars_held_out)
+    avatar_images = to_model_input(avatars, section.emoji_size)
+    avatar_emoji = generate(encoder, g, avatars)
+    ranks = self_ranks(probes.cpu(), source.cpu())
+    train_photos, train_rows = all_images([data.faces_train])
+    centroids, names = identity_centroids(embed_all(encoder, train_photos).cpu(), list(train_rows["identity"]))
+    identities = list(rows["identity"].astype(str))
+    topk = identity_topk(probes.cpu(), identities, centroids, names, (1, 5))
+    traits = trait_evaluation(section, seed, data, emoji, rows, lambda images: embed_all(encoder, images), source)
+    compared = [t for t in traits.values() if "agreement" in t]
+    above = sum(t["agreement"] >= t["chance"] + AGREEMENT_MARGIN for t in compared)
+    f_above = sum(t.get("f_photos", 0.0) >= t["chance"] + AGREEMENT_MARGIN for t in compared)
+    metrics = {
+        "test_const": round(distance(source, probes, section.const_distance).item(), 4),
+        "test_tid": round(distance(avatar_emoji, avatar_images, section.tid_distance).item(), 4),
+        "median_rank": ranks.median,
+        "mean_rank": round(ranks.mean, 2),
+        "chance_rank": ranks.chance,
+        "gallery": ranks.gallery,
+        "identity_top1": round(topk[1], 4),
+        "identity_top5": round(topk[5], 4),
+        "chance_top1": round(chance_topk(1, len(names)), 4),
+        "chance_top5": round(chance_topk(5, len(names)), 4),
+        # per-pixel std over the emoji of different photos (0 = the same emoji for everyone) beside the avatars'
+        "emoji_spread": round(emoji.std(0).mean().item(), 4),
+        "avatar_spread": round(avatar_images.std(0).mean().item(), 4),
+        "traits_compared": len(compared),
+        "traits_above_chance_15pts": int(above),
+        # the same count for f's own avatar-trained linear probe on the test photos' f: the traits f could pass on
+        "f_traits_above_chance_15pts": int(f_above),
+    }
+    if compared:
+        metrics["mean_trait_agreement"] = round(float(np.mean([t["agreement"] for t in compared])), 4)
+        metrics["mean_trait_chance"] = round(float(np.mean([t["chance"] for t in compared])), 4)
+    details = {"traits": traits, "ranks": ranks.ranks.tolist(), "identities": len(names)}
+    return metrics, details
