@@ -10,7 +10,10 @@ import typer
 from pipeline.core.params import DEFAULT_PARAMS, Params, ParamsError, load_params, parse_params
 
 app = typer.Typer(
-    help="img2caricature: crawl faces and avatars, align and pack them, train f; the same code as the DVC stages.",
+    help=(
+        "img2caricature: every pipeline stage by hand (the same code as `dvc repro`), the trained models on your own "
+        "photos (lookalike, emojify, cam), and `i2c results`: the headline numbers of the last run."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -254,6 +257,67 @@ def train_cam_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None 
     train_cam.main(with_overrides(params, set_))
 
 
+@app.command("train-dcgan")
+def train_dcgan_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("train.lr=0.0001")
+) -> None:
+    """Train the DCGAN as the `train_dcgan` stage does (resumable; writes models/dcgan.pt, metrics, grids and GIF)."""
+    from stages import train_dcgan
+
+    train_dcgan.main(with_overrides(params, set_))
+
+
+@app.command("report")
+def report_cmd(
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="only write the page when there is none (`make repro` after DVC).")
+    ] = False,
+    pictures: Annotated[
+        Path | None, typer.Option(help="also copy the run's headline pictures into this folder (README's: docs).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    set_: list[str] | None = set_option("report.baseline=HEAD~1"),
+) -> None:
+    """Write the HTML report and metrics/summary.json from every stage's metrics and plots, as the `report` stage does.
+
+    DVC skips the `report` stage when no metric changed (a fresh clone whose dvc.lock matches), and the page is not a
+    DVC output: this writes it then.
+    """
+    from stages import report
+
+    cfg = with_overrides(params, set_)
+    if pictures is not None:
+        from pipeline.report.build import docs_pictures
+
+        for path in docs_pictures(cfg, pictures):
+            typer.echo(f"wrote {path}")
+    page = Path(cfg.report.out)
+    if if_missing and page.is_file():
+        typer.echo(f"report: open {page.resolve()} in a browser")
+        return
+    report.main(cfg)
+
+
+@app.command("results")
+def results_cmd(
+    baseline: Annotated[str, typer.Option("--baseline", "-b", help="the git revision to compare with.")] = "HEAD",
+) -> None:
+    """Every stage's headline numbers in one table: value, chance level or floor, and the change since a revision.
+
+    The same numbers as the report's Results table; `dvc metrics show` lists every number of every file.
+    """
+    from pipeline.report.collect import collect
+    from pipeline.report.results import format_table, result_rows
+
+    view = collect(Path("."), baseline)
+    rows = result_rows(view)
+    if not rows:
+        _fail("no stage has written its metrics yet; run `dvc repro` (or `make repro`) first")
+    typer.echo(format_table(rows, view.baseline_note if view.baseline_rev else "baseline"))
+    if view.baseline_rev is None:
+        typer.echo(view.baseline_note)
+
+
 @app.command("cam")
 def cam_cmd(
     source: Annotated[Path, typer.Argument(help="a photo (JPEG, PNG, ...) or a video (MP4, AVI, ...).")],
@@ -312,7 +376,7 @@ def align_eval_cmd(
     """Detection recall and eye-centre error (NME) of the current align params on annotated photos."""
     import json
 
-    from pipeline.faces.landmark_eval import landmark_rows, summarise, write_landmark_rows
+    from pipeline.faces.landmark_eval import landmark_figures, landmark_rows, write_landmark_rows
 
     if not (root / "annotations.csv").is_file():
         _fail(f"{root}/annotations.csv not found; pass --root <folder with annotations.csv and images/>")
@@ -320,9 +384,12 @@ def align_eval_cmd(
         table = landmark_rows(root, with_overrides(params, set_).align, subset)
     except ValueError as err:
         _fail(str(err))
-    figures = summarise(table)
+    figures = landmark_figures(table)
     for name, value in figures.items():
-        typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")
+        if name != "subsets":
+            typer.echo(f"{name:>28}: {value:.4f}" if isinstance(value, float) else f"{name:>28}: {value}")
+    for name, part in figures["subsets"].items():
+        typer.echo(f"{name:>28}: {part['n_faces']} faces, recall (IoU >= 0.5) {part['recall_iou50']:.4f}")
     if out is not None:
         from pipeline.core.storage import atomic_write_json
 

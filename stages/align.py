@@ -26,6 +26,8 @@ def main(given: Params | None = None) -> None:
                 f"align {kind}: {domain.aligned}/{domain.input} aligned ({domain.work['reused']} reused, "
                 f"{domain.work['computed']} computed); rejected {domain.details()['rejected_by_reason'] or 'none'}"
             )
+        section = params.align
+        print(f"align: crops in {section.out_dir}/, sample sheet {section.samples}, metrics in {section.metrics}")
 
     run_stage("align", body, expected=(FileNotFoundError,), run_log=run_log)
 

@@ -26,6 +26,7 @@ def main(given: Params | None = None) -> None:
             f"crawl_avatars: {report.kept}/{len(report.rows)} kept ({work['reused']} reused, {work['rederived']} "
             f"re-validated, {work['fetched']} fetched); rejected {report.details()['rejected_by_reason'] or 'none'}"
         )
+        print(f"crawl_avatars: avatars in {cfg.out_dir}/, manifest {cfg.manifest}, metrics in {cfg.metrics}")
 
     run_stage("crawl_avatars", body, expected=(CrawlError,), run_log=run_log)
 

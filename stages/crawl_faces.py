@@ -27,6 +27,7 @@ def main(given: Params | None = None) -> None:
             f"identities ({work['reused']} reused, {work['rederived']} re-validated, {work['fetched']} fetched); "
             f"rejected {details['rejected_by_reason'] or 'none'}; {len(report.short_identities)} below min_per_identity"
         )
+        print(f"crawl_faces: photos in {cfg.out_dir}/, manifest {cfg.manifest}, metrics in {cfg.metrics}")
 
     run_stage("crawl_faces", body, expected=(FaceCrawlError,), run_log=run_log)
 

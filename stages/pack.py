@@ -24,8 +24,9 @@ def main(given: Params | None = None) -> None:
         print(
             f"pack: {metrics['identities']} identities ({metrics['identities_dropped']} dropped), faces "
             f"{metrics['faces_train']}/{metrics['faces_val']}/{metrics['faces_test']} train/val/test, "
-            f"{metrics['avatars_total']} avatars, {metrics['bytes'] / 1e6:.1f} MB in {section.out_dir}"
+            f"{metrics['avatars_total']} avatars, {metrics['bytes'] / 1e6:.1f} MB"
         )
+        print(f"pack: shards in {section.out_dir}/, metrics in {section.metrics}")
 
     run_stage("pack", body, expected=(PackError,), run_log=run_log)
 

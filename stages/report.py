@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.core.params import Params, load_params
 from pipeline.core.runner import run_stage
 from pipeline.report.build import build_report
@@ -15,8 +17,9 @@ def main(given: Params | None = None) -> None:
         result = build_report(params)
         print(
             f"report: {result['stages']} stages, {result['metrics']} metrics in {params.report.summary}, "
-            f"{result['page_bytes'] / 1e6:.1f} MB page at {params.report.out} (compared with {result['baseline']})"
+            f"a {result['page_bytes'] / 1e6:.1f} MB page compared with {result['baseline']}"
         )
+        print(f"report: open {Path(params.report.out).resolve()} in a browser; `i2c results` prints its headline table")
 
     run_stage("report", body)
 

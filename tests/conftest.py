@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -75,6 +76,36 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+KILL_DRIVER = """
+import os, signal
+from pipeline.core import manifest
+append = manifest.Journal.append
+done = 0
+def append_then_die(self, row):
+    global done
+    kept = append(self, row)
+    done += 1
+    if done == {rows}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return kept
+manifest.Journal.append = append_then_die
+from stages.{stage} import main
+main()
+"""
+
+
+def kill_after_journal_rows(root: Path, stage: str, rows: int) -> None:
+    """Run `stages.<stage>` in `root` and SIGKILL it right after its journal took `rows` rows: a `kill -9` mid-run
+    at a known point, not after a delay. What the journal flushed before the kill is what a resume can reuse."""
+    driver = root / "kill_driver.py"
+    driver.write_text(KILL_DRIVER.format(rows=rows, stage=stage))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(driver)], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
 
 
 def make_clone(root: Path) -> dict[str, str]:

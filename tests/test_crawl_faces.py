@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import cv2
 import pandas as pd
 import pytest
 import yaml
+from conftest import kill_after_journal_rows
 
 from pipeline.core.params import CrawlFacesParams, FaultParams, SandboxParams
 from pipeline.core.storage import safe_name
@@ -214,18 +213,11 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
     params["crawl"]["faces"].update(
         identities=["Avery Quinn", "Blake Moreno", "Casey Lindqvist"], per_identity=60, concurrency=2
     )
-    params["sandbox"]["faults"]["latency_ms"] = 40
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "stages.crawl_faces"], cwd=tmp_path, env=env)
-    journal = tmp_path / "data/raw/faces.parquet.journal"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 30):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    journaled = journal.read_text().count("\n")
-    assert 30 <= journaled < 180
+    kill_after_journal_rows(tmp_path, "crawl_faces", rows=40)
+    journaled = (tmp_path / "data/raw/faces.parquet.journal").read_text().count("\n")
+    assert 32 <= journaled <= 40, "the journal flushes every 32 rows (or 0.5 s): the kill lands midway"
     result = subprocess.run(
         [sys.executable, "-m", "stages.crawl_faces"], cwd=tmp_path, env=env, timeout=300, capture_output=True, text=True
     )
@@ -248,10 +240,18 @@ def test_a_full_downloader_queue_never_drops_a_task() -> None:
     queue = CachedQueue(1)
     parser = BingTaggingParser(1, Signal(), requests.Session(), out_queue=queue, stats=PageStats(), per_identity=5)
     queue.put({"file_url": "first"})
+    puts: list[tuple[bool, float | None]] = []
+    put = queue.put
+
+    def spy(item: dict, block: bool = True, timeout: float | None = None) -> None:
+        puts.append((block, timeout))
+        put(item, block, timeout)
+
+    queue.put = spy  # type: ignore[method-assign]
     # icrawler's loop: output(task, timeout=1), and on queue.Full a retry that its cache would drop.
     sender = threading.Thread(target=parser.output, args=({"file_url": "second"},), kwargs={"timeout": 0.05})
     sender.start()
-    time.sleep(0.3)  # longer than the timeout: the put must still be waiting, not failed
-    assert queue.get(timeout=1) == {"file_url": "first"}
+    assert queue.get(timeout=5) == {"file_url": "first"}
     assert queue.get(timeout=5) == {"file_url": "second"}
     sender.join(timeout=5)
+    assert puts == [(True, None)]  # a put that waits as long as it takes: never the caller's timeout

@@ -12,7 +12,7 @@ import pytest
 from pipeline.core.params import AlignParams
 from pipeline.faces.detect import box_iou
 from pipeline.faces.landmark_eval import (
-    evaluate_landmarks,
+    landmark_figures,
     landmark_rows,
     read_annotations,
     write_landmark_rows,
@@ -28,7 +28,7 @@ def metrics() -> dict:
     # Every 2nd image per subset (300 LFW + 5 VOC photos, 325 faces) keeps this near 25 s on a loaded 2-core box.
     # min_face 24 scans down to the cascade's native window: align keeps no face under min_face (40), but the
     # detector's own recall is scored on every annotated face, some VOC ones as small as 37 px.
-    return evaluate_landmarks(LANDMARKS, AlignParams(min_face=24), stride=2)
+    return landmark_figures(landmark_rows(LANDMARKS, AlignParams(min_face=24), stride=2))
 
 
 # Measured with the default AlignParams on this sample (full set in brackets):
@@ -90,9 +90,9 @@ def test_a_set_with_no_detectable_face_scores_zero_without_crashing(tmp_path):
     row = {"file": "images/blank/a.png", "x": 30, "y": 30, "w": 60, "h": 60,
            "left_eye_x": 45, "left_eye_y": 50, "right_eye_x": 75, "right_eye_y": 50}  # fmt: skip
     pd.DataFrame([row]).to_csv(tmp_path / "annotations.csv", index=False)
-    result = evaluate_landmarks(tmp_path, AlignParams())
+    rows = landmark_rows(tmp_path, AlignParams())
+    result = landmark_figures(rows)
     assert (result["n_faces"], result["recall_iou30"], result["n_eyes_scored"]) == (1, 0.0, 0)
     assert result["subsets"]["blank"]["recall_centre"] == 0.0
-    rows = landmark_rows(tmp_path, AlignParams())
     write_landmark_rows(rows, tmp_path / "out" / "rows.parquet")
     assert pd.read_parquet(tmp_path / "out" / "rows.parquet")["file"].tolist() == ["images/blank/a.png"]

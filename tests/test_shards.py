@@ -15,7 +15,7 @@ from pipeline.core.params import PackParams
 from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.core.viz import letterbox
 from pipeline.crawl.face_store import hamming
-from pipeline.dataset.shards import PackError, PackInputs, pack, read_labels
+from pipeline.dataset.shards import PackError, PackInputs, pack
 
 IDENTITIES = {"Ann Lee": 12, "Bob Ray": 10, "Cy Few": 3}
 
@@ -115,8 +115,8 @@ def test_pack_writes_shards_index_labels_and_metrics(packed: tuple[Packing, dict
     cfg, metrics = packed
     faces = pd.read_parquet(cfg.out_dir / "faces" / "index.parquet")
     assert len(faces) == 22 and set(faces["identity"]) == {"Ann Lee", "Bob Ray"}
-    assert read_labels(cfg.out_dir) == {0: "Ann Lee", 1: "Bob Ray"}
-    assert json.loads((cfg.out_dir / "labels.json").read_text())["dropped"]["Cy Few"].startswith("3 aligned faces")
+    labels = json.loads((cfg.out_dir / "labels.json").read_text())
+    assert labels["labels"] == {"0": "Ann Lee", "1": "Bob Ray"} and labels["dropped"]["Cy Few"].startswith("3 aligned")
     for _, row in faces.iterrows():
         shard = np.load(cfg.out_dir / "faces" / row["shard"], mmap_mode="r")
         assert shard.dtype == np.uint8 and shard.shape[1:] == (152, 152, 3) and len(shard) <= cfg.params.shard_size

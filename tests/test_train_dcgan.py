@@ -71,11 +71,12 @@ def test_stage_trains_writes_curves_grids_gif_and_fd_beside_its_floor(tmp_path: 
     out = stage(root).stdout
     assert "no checkpoint" in out and "fd_f" in out
     metrics = json.loads((root / "metrics/dcgan.json").read_text())
+    details = json.loads((root / "reports/details/dcgan.json").read_text())
     # 4 identities x 32 photos, mirrored: 256 views, two halves of 128; as many generated samples
-    assert metrics["real_faces"] == 128 and metrics["samples"] == 256
+    assert details["real_faces"] == 128 and details["samples"] == 256
     assert metrics["fd_f"] > 0 and metrics["fd_f_floor"] > 0
     assert metrics["fd_f_ratio"] == pytest.approx(metrics["fd_f"] / metrics["fd_f_floor"], rel=1e-2)
-    assert metrics["diversity_gen"] > 0 and metrics["diversity_real"] > 0 and "fid" not in metrics
+    assert details["diversity_gen"] > 0 and details["diversity_real"] > 0 and "fid" not in metrics
     live = root / "reports/train_dcgan"
     for name in ("loss_D", "loss_G", "D_x", "D_G_z_before_D_step", "D_G_z_at_G_step"):
         rows = (live / f"plots/metrics/train/{name}.tsv").read_text().splitlines()[1:]
@@ -108,8 +109,8 @@ def test_evaluation_settings_do_not_retrain(tmp_path: Path, tiny_faces: Path) ->
     workdir(root, tiny_faces, dcgan={"real_splits": ["test"], "eval_flip": False})
     out = stage(root).stdout
     assert "resuming from step 6" in out
-    metrics = json.loads((root / "metrics/dcgan.json").read_text())
-    assert metrics["real_faces"] == 16 and metrics["samples"] == 16  # 4 x 4 test photos, halves of 8
+    details = json.loads((root / "reports/details/dcgan.json").read_text())
+    assert details["real_faces"] == 16 and details["samples"] == 16  # 4 x 4 test photos, halves of 8
 
 
 def test_refusals_are_messages(tmp_path: Path, tiny_faces: Path) -> None:

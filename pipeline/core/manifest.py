@@ -143,14 +143,6 @@ def prune_unreferenced(root: Path, keep: set[Path]) -> int:
     return removed
 
 
-def file_sha256(path: Path) -> str | None:
-    """The sha256 of a file, or None when it cannot be read."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 class ResumableOutput:
     """One resuming output: a folder of files, the parquet manifest that lists them, and the journal beside it.
 

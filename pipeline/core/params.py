@@ -409,6 +409,7 @@ class DcganParams(_Section):
     inception: str | None = None  # a TorchScript Inception-v3 (inception-2015-12-05.pt) for standard FID; null = none
     model: str = "models/dcgan.pt"
     metrics: str = "metrics/dcgan.json"
+    details: str = "reports/details/dcgan.json"  # diversity of each side, the sample counts
     run_log: str = "reports/runs/train_dcgan.json"  # this run's steps, speed, resume and timings (not a DVC output)
     live_dir: str = "reports/train_dcgan"  # dvclive curves, the sample grids and their GIF
     checkpoint_dir: str = "models/checkpoints/train_dcgan"  # the resume state after a kill

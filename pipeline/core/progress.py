@@ -13,8 +13,10 @@ LINES = 10  # plain lines per run when the output is not a terminal (every 10 %)
 
 
 def duration(seconds: float) -> str:
-    """`42 s`, `3 m 05 s` or `1 h 02 m`: what a person reads at a glance."""
-    seconds = max(0, round(seconds))
+    """`4.2 s`, `42 s`, `3 m 05 s` or `1 h 02 m`: what a person reads at a glance."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f} s"
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:

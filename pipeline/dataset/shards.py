@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -260,11 +259,3 @@ def pack_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "avatars": {"kept": summary["avatars_total"], "rejected": summary["avatars_in"] - summary["avatars_total"]},
         "identities": summary["identities"],
     }
-
-
-def read_labels(out_dir: Path) -> dict[int, str]:
-    """label -> identity as saved beside the shards."""
-    path = Path(out_dir) / LABELS_FILE
-    if not path.is_file():
-        raise PackError(f"{path} not found; run `dvc repro pack`")
-    return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8"))["labels"].items()}

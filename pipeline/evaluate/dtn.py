@@ -147,23 +147,25 @@ def evaluate_dtn(
         "test_const": round(distance(source, probes, section.const_distance).item(), 4),
         "test_tid": round(distance(avatar_emoji, avatar_images, section.tid_distance).item(), 4),
         "median_rank": ranks.median,
-        "mean_rank": round(ranks.mean, 2),
         "chance_rank": ranks.chance,
-        "gallery": ranks.gallery,
         "identity_top1": round(topk[1], 4),
-        "identity_top5": round(topk[5], 4),
         "chance_top1": round(chance_topk(1, len(names)), 4),
-        "chance_top5": round(chance_topk(5, len(names)), 4),
         # per-pixel std over the emoji of different photos (0 = the same emoji for everyone) beside the avatars'
         "emoji_spread": round(emoji.std(0).mean().item(), 4),
         "avatar_spread": round(avatar_images.std(0).mean().item(), 4),
-        "traits_compared": len(compared),
         "traits_above_chance_15pts": int(above),
+        "traits_compared": len(compared),
+    }
+    details: dict[str, Any] = {
+        "gallery": ranks.gallery,
+        "mean_rank": round(ranks.mean, 2),
+        "identity_top5": round(topk[5], 4),
+        "chance_top5": round(chance_topk(5, len(names)), 4),
         # the same count for f's own avatar-trained linear probe on the test photos' f: the traits f could pass on
         "f_traits_above_chance_15pts": int(f_above),
     }
     if compared:
-        metrics["mean_trait_agreement"] = round(float(np.mean([t["agreement"] for t in compared])), 4)
-        metrics["mean_trait_chance"] = round(float(np.mean([t["chance"] for t in compared])), 4)
-    details = {"traits": traits, "ranks": ranks.ranks.tolist(), "identities": len(names)}
+        details["mean_trait_agreement"] = round(float(np.mean([t["agreement"] for t in compared])), 4)
+        details["mean_trait_chance"] = round(float(np.mean([t["chance"] for t in compared])), 4)
+    details |= {"traits": traits, "ranks": ranks.ranks.tolist(), "identities": len(names)}
     return metrics, details

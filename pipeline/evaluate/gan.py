@@ -61,8 +61,8 @@ def frechet_report(embed: Embed, real: torch.Tensor, halves: tuple[np.ndarray, n
 
 def evaluate_generator(
     gen: Generator, section: DcganParams, train: TrainParams, data_root: Path, f_path: Path, device: torch.device
-) -> dict[str, Any]:
-    """The numbers of metrics/dcgan.json: fd_f beside its floor, the diversity guard, and FID when asked.
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """fd_f beside its floor, the diversity guard, and FID when asked: (metrics/dcgan.json, its details).
 
     Raises:
         StageError: when `dcgan.real_splits` hold too few faces for the floor.
@@ -85,9 +85,11 @@ def evaluate_generator(
         "fd_f": round(in_f["fd"], 5),
         "fd_f_floor": round(in_f["floor"], 5),
         "fd_f_ratio": round(in_f["fd"] / in_f["floor"], 3) if in_f["floor"] > 0 else None,
+        "diversity_ratio": round(diversity_gen / diversity_real, 3),
+    }
+    details = {
         "diversity_gen": round(diversity_gen, 4),
         "diversity_real": round(diversity_real, 4),
-        "diversity_ratio": round(diversity_gen / diversity_real, 3),
         "samples": int(2 * n),  # generated and real, each; every FD compares n = samples / 2 with n
         "real_faces": len(np.unique(photo[used])),
     }
@@ -95,4 +97,4 @@ def evaluate_generator(
         in_inception = frechet_report(load_inception(section.inception, device), real, halves, fake)
         metrics["fid"] = round(in_inception["fd"], 3)
         metrics["fid_floor"] = round(in_inception["floor"], 3)
-    return metrics
+    return metrics, details

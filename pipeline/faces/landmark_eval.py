@@ -118,19 +118,9 @@ def summarise(rows: pd.DataFrame) -> dict[str, float | int]:
     return out
 
 
-def evaluate_landmarks(root: Path, params: AlignParams, subset: str | None = None, stride: int = 1) -> dict:
-    """Detection recall (IoU >= 0.5, >= 0.3, centre within 0.5 IOD) and eye NME, overall and per subset.
-
-    Args:
-        root: folder with annotations.csv and images/<subset>/... (e.g. shared/data/faces-landmarks).
-        params: the `align` params under test.
-        subset: score one subset only ("lfw", "voc").
-        stride: score every stride-th image per subset (1 = all).
-
-    Returns:
-        `summarise` of all faces, plus "subsets": {name: summarise(rows of that subset)}.
-    """
-    rows = landmark_rows(root, params, subset, stride)
+def landmark_figures(rows: pd.DataFrame) -> dict:
+    """Detection recall (IoU >= 0.5, >= 0.3, centre within 0.5 IOD) and eye NME of `landmark_rows`: `summarise` of all
+    faces, plus "subsets": {name: summarise(rows of that subset)}."""
     result: dict = summarise(rows)
     result["subsets"] = {name: summarise(part) for name, part in rows.groupby("subset", sort=True)}
     return result

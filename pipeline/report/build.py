@@ -97,3 +97,33 @@ def build_report(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         "page_bytes": len(page.encode()),
         "baseline": view.baseline_note,
     }
+
+
+def docs_pictures(params: Params, out: Path, root: Path = Path(".")) -> list[Path]:
+    """Copy the run's headline pictures into `out` (README's figures): the photo -> emoji grid, the CAM overlays,
+    the DCGAN's final grid and its GIF. Returns the files written; a picture the run has not made is skipped."""
+    import shutil
+
+    import cv2
+
+    from pipeline.core.storage import atomic_write_bytes
+
+    images = {
+        "dtn_photo_emoji.png": Path(params.dtn.live_dir) / "plots/images/photo_emoji_final.png",
+        "cam_overlays.jpg": Path(params.cam.live_dir) / "plots/images/test_overlays.png",
+        "dcgan_samples.jpg": Path(params.dcgan.live_dir) / "plots/images/samples_final.png",
+        "dcgan_training.gif": Path(params.dcgan.live_dir) / "plots/images/training.gif",
+    }
+    written = []
+    for name, source in images.items():
+        source = root / source
+        if not source.is_file():
+            continue
+        target = Path(out) / name
+        if target.suffix == source.suffix:
+            shutil.copyfile(source, target)
+        else:
+            rgb = cv2.cvtColor(cv2.imread(str(source), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            atomic_write_bytes(target, jpeg(rgb))
+        written.append(target)
+    return written

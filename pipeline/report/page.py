@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from pipeline.report.collect import PipelineView, StageView, flatten, is_number
+from pipeline.report.results import number, result_rows
 
 FOLD_OVER = 6  # a breakdown (`*_by_*`, `per_*`) with more values than this is folded under <details>
 
@@ -146,6 +147,28 @@ def _changes(view: PipelineView, exclude: set[str]) -> str:
     return html
 
 
+def _results(view: PipelineView) -> str:
+    """The headline numbers of every stage beside their chance level or floor (`i2c results` prints the same)."""
+    rows = result_rows(view)
+    if not rows:
+        return '<p class="muted">no stage has written its metrics yet.</p>'
+    compare = view.baseline_rev is not None
+    head = '<tr><th>stage</th><th>metric</th><th class="num">value</th><th>against</th>'
+    head += f'<th class="num">{escape(view.baseline_note)}</th><th class="num">change</th>' if compare else ""
+    body = ""
+    for row in rows:
+        css = "up" if row.change.startswith("+") else "down" if row.change.startswith("-") else "muted"
+        body += (
+            f'<tr><td class="key">{escape(row.stage)}</td><td>{escape(row.label)}</td>'
+            f'<td class="num">{escape(number(row.value))}</td><td class="muted">{escape(row.against)}</td>'
+        )
+        if compare:
+            body += f'<td class="num muted">{escape(number(row.baseline))}</td>'
+            body += f'<td class="num {css}">{escape(row.change)}</td>'
+        body += "</tr>"
+    return f"<table>{head}</tr>{body}</table>"
+
+
 def _figure(visual: Visual) -> str:
     return (
         f'<figure><img src="{visual.uri}" alt="{escape(visual.title)}"><figcaption><b>{escape(visual.title)}</b>'
@@ -186,6 +209,7 @@ def render(
         '<main><section id="dag"><h2>Pipeline</h2>'
         f"{dag_svg}<details><summary>as Mermaid text (<code>dvc dag --mermaid</code>)</summary>"
         f"<pre>{escape(dag_mermaid)}</pre></details></section>"
+        f'<section id="results"><h2>Results</h2>{_results(view)}</section>'
         f'<section id="changes"><h2>Changed since the baseline</h2>{_changes(view, exclude)}</section>'
         + "".join(_stage(s, visuals.get(s.name, ()), view, exclude) for s in shown)
         + "</main></body></html>\n"

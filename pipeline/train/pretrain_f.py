@@ -56,7 +56,7 @@ class PretrainF(ClassifierStage):
         best = self.load_selected()
         self.test = self.count(self.data.test)
         step, val = int(best["step"]), best["metrics"]
-        return flat_metrics(self.test, val, self.data, step), details(self.test, val, self.data.labels, step)
+        return flat_metrics(self.test, self.data), details(self.test, val, self.data, step)
 
     def save(self, metrics: dict[str, Any]) -> None:
         """f.pt, the test confusion plot and the test prediction grid."""
@@ -73,11 +73,12 @@ class PretrainF(ClassifierStage):
         grid = prediction_grid(self.model, self.data.test, labels, section.input_size)
         self.trainer.live.image("test_predictions.png", grid)
 
-    def summary(self, metrics: dict[str, Any]) -> str:
+    def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
+        data = details["data"]
         return (
             f"pretrain_f: test top-1 {metrics['test_top1']:.3f} (chance {metrics['chance_top1']:.3f}), top-5 "
-            f"{metrics['test_top5']:.3f} (chance {metrics['chance_top5']:.3f}) on {metrics['test_images']} photos "
-            f"of {metrics['identities']} identities, weights of step {metrics['selected_step']}"
+            f"{metrics['test_top5']:.3f} (chance {metrics['chance_top5']:.3f}) on {data['test_images']} photos "
+            f"of {data['identities']} identities, weights of step {details['selected']['step']}"
         )
 
 
@@ -121,8 +122,10 @@ def prediction_grid(model: VGG, data: ShardDataset, labels: list[str], size: int
     return image_grid(list(batch["image"][order].numpy()), cols=8, labels=names)
 
 
-def details(test: ClassCounts, val: dict[str, float], labels: list[str], best_step: int) -> dict[str, Any]:
-    """The long breakdown beside the metrics: test accuracy and top confusion per identity, the selected step."""
+def details(test: ClassCounts, val: dict[str, float], data: FaceData, best_step: int) -> dict[str, Any]:
+    """The breakdown beside the metrics: the data's counts, the majority share, the selected step and its val numbers,
+    test accuracy and top confusion per identity."""
+    labels = data.labels
     per_identity = {}
     for i, (correct, total) in enumerate(test.per_class()):
         row = test.confusion[i].clone()
@@ -130,24 +133,21 @@ def details(test: ClassCounts, val: dict[str, float], labels: list[str], best_st
         confused = labels[int(row.argmax())] if int(row.max()) > 0 else None
         accuracy = round(correct / total, 4) if total else None
         per_identity[labels[i]] = {"accuracy": accuracy, "test_images": total, "most_confused_with": confused}
-    selected = {"step": best_step, **{k.replace("/", "_"): round(v, 4) for k, v in val.items()}}
-    return {"per_identity": per_identity, "selected": selected, "test_loss": round(test.loss(), 4)}
-
-
-def flat_metrics(test: ClassCounts, val: dict[str, float], data: FaceData, best_step: int) -> dict[str, Any]:
-    """The few numbers of metrics/pretrain_f.json, with chance beside the accuracies."""
-    n = len(data.labels)
-    metrics = {
-        "test_top1": round(test.topk(1), 4),
-        "test_top5": round(test.topk(5), 4),
-        "chance_top1": round(chance_topk(1, n), 4),
-        "chance_top5": round(chance_topk(5, n), 4),
+    return {
+        "data": {"identities": len(labels), "train_images": len(data.train), "test_images": test.total},
         "majority_top1": round(majority_share([total for _, total in test.per_class()]), 4),
-        "identities": n,
-        "test_images": test.total,
-        "train_images": len(data.train),
-        "selected_step": best_step,
+        "selected": {"step": best_step, **{k.replace("/", "_"): round(v, 4) for k, v in val.items()}},
+        "test_loss": round(test.loss(), 4),
+        "per_identity": per_identity,
     }
-    if "val/top1" in val:  # no val split: the last weights, nothing selected
-        metrics["val_top1"] = round(val["val/top1"], 4)
-    return metrics
+
+
+def flat_metrics(test: ClassCounts, data: FaceData) -> dict[str, Any]:
+    """The numbers of metrics/pretrain_f.json: test accuracy with chance beside it."""
+    n = len(data.labels)
+    return {
+        "test_top1": round(test.topk(1), 4),
+        "chance_top1": round(chance_topk(1, n), 4),
+        "test_top5": round(test.topk(5), 4),
+        "chance_top5": round(chance_topk(5, n), 4),
+    }

@@ -109,10 +109,6 @@ class Runtime:
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def close(self) -> None:
         """Leave the process group (a no-op when alone)."""
         if self.distributed and dist.is_initialized():

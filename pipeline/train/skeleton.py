@@ -108,7 +108,7 @@ class ModelStage(ABC):
         """Rank 0: the model file and the final images."""
 
     @abstractmethod
-    def summary(self, metrics: dict[str, Any]) -> str:
+    def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         """The result line printed at the end, numbers beside their chance levels or floors."""
 
     def where(self) -> str:
@@ -190,9 +190,8 @@ def stage_main(stage_class: type[ModelStage], given: Params | None = None) -> No
         if not main_rank:
             return
         write_metrics(stage.section.metrics, result.metrics)
-        if getattr(stage.section, "details", None):
-            write_metrics(stage.section.details, result.details)
-        print(stage.summary(result.metrics))
+        write_metrics(stage.section.details, result.details)
+        print(stage.summary(result.metrics, result.details))
         print(stage.where())
 
     expected = (StageError, CheckpointError, ShardError, FileNotFoundError, *stage_class.errors)

@@ -158,8 +158,9 @@ class TrainCam(ClassifierStage):
         # how the threshold was chosen: val only (the test split never picks anything)
         sweep = localise(rt, self.model, data.val, section, SWEEP) if len(data.val) and section.head == "gap" else {}
         floors = floor(haar_boxes(data.test), haar_boxes(data.train), int(data.test.image_shape[0]), section.min_iou)
-        metrics = flat_metrics(test, located, floors, best["metrics"], data, int(best["step"]))
-        return metrics, details(section, test, located, floors, data.labels, best, sweep)
+        return flat_metrics(test, located, floors, len(data.labels)), details(
+            section, test, located, floors, data, best, sweep
+        )
 
     def save(self, metrics: dict[str, Any]) -> None:
         """cam.pt and the test overlay sheet."""
@@ -174,12 +175,12 @@ class TrainCam(ClassifierStage):
         )
         self.trainer.live.image(OVERLAY_FILE, overlay_sheet(self.model.eval(), data.test, data.labels, section))
 
-    def summary(self, metrics: dict[str, Any]) -> str:
+    def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         return (
             f"train_cam ({self.section.head} head): test top-1 {metrics['test_top1']:.3f} (chance "
             f"{metrics['chance_top1']:.3f}); localised {metrics['localised']:.3f} (floor "
             f"{metrics['floor_localised']:.3f}), mean IoU {metrics['mean_iou']:.3f} (floor "
-            f"{metrics['floor_mean_iou']:.3f}) on {metrics['test_images']} photos"
+            f"{metrics['floor_mean_iou']:.3f}) on {details['data']['test_images']} photos"
         )
 
 
@@ -234,26 +235,17 @@ def freeze(model: nn.Module, blocks: int) -> nn.Sequential:
 
 
 def flat_metrics(
-    test: ClassCounts, located: dict[str, float], floors: dict[str, float], val: dict[str, float], data: FaceData, step
+    test: ClassCounts, located: dict[str, float], floors: dict[str, float], classes: int
 ) -> dict[str, Any]:
-    """The few numbers of metrics/cam.json: top-1 beside chance, localisation beside the mean-box floor."""
-    n = len(data.labels)
-    metrics = {
+    """The numbers of metrics/cam.json: top-1 beside chance, localisation beside the mean-box floor."""
+    return {
         "test_top1": round(test.topk(1), 4),
-        "chance_top1": round(chance_topk(1, n), 4),
-        "majority_top1": round(majority_share([total for _, total in test.per_class()]), 4),
+        "chance_top1": round(chance_topk(1, classes), 4),
         "localised": round(located["localised"], 4),
         "floor_localised": round(floors["prior_localised"], 4),
         "mean_iou": round(located["mean_iou"], 4),
         "floor_mean_iou": round(floors["prior_mean_iou"], 4),
-        "identities": n,
-        "test_images": test.total,
-        "train_images": len(data.train),
-        "selected_step": step,
     }
-    if "val/top1" in val:
-        metrics["val_top1"] = round(val["val/top1"], 4)
-    return metrics
 
 
 def details(
@@ -261,22 +253,25 @@ def details(
     test: ClassCounts,
     located: dict[str, Any],
     floors: dict[str, float],
-    labels: list[str],
+    data: FaceData,
     best: dict[str, Any],
     sweep: dict[float, dict[str, Any]],
 ) -> dict[str, Any]:
-    """The long breakdown: the map used, IoU histogram, both floors, per-identity accuracy, the selected step."""
+    """The breakdown: the data's counts, the map used, IoU histogram, both floors, the val threshold sweep, the
+    selected step, per-identity accuracy."""
+    labels = data.labels
     per_identity = {
         labels[i]: round(correct / total, 4) if total else None for i, (correct, total) in enumerate(test.per_class())
     }
     return {
+        "data": {"identities": len(labels), "train_images": len(data.train), "test_images": test.total},
+        "majority_top1": round(majority_share([total for _, total in test.per_class()]), 4),
         "map": "class activation map" if section.head == "gap" else "occlusion (FC head has no CAM)",
         "boxes": section.boxes,
         "threshold": section.threshold,
         "iou_histogram": {f"{i / IOU_BINS:.1f}": c for i, c in enumerate(located["iou_histogram"])},
         "regions_per_photo": round(located["regions_per_photo"], 3),
         "floors": {k: round(v, 4) for k, v in floors.items()},
-        "test_accuracy_per_identity": per_identity,
         "val_threshold_sweep": {
             f"{t:.1f}": {"localised": round(v["localised"], 4), "mean_iou": round(v["mean_iou"], 4)}
             for t, v in sweep.items()
@@ -285,4 +280,5 @@ def details(
             "step": int(best["step"]),
             **{k.replace("/", "_"): round(v, 4) for k, v in best["metrics"].items()},
         },
+        "test_accuracy_per_identity": per_identity,
     }

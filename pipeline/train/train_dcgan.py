@@ -30,7 +30,8 @@ GIF = "training.gif"
 GRID_COLS = 8
 GIF_ROWS = 2  # the GIF shows the first two rows of each grid: the report inlines it
 # Keys of the `dcgan` section that never change the trained weights: how the result is judged and where files go.
-NOT_SHAPING = ("real_splits", "eval_flip", "inception", "model", "metrics", "run_log", "live_dir", "checkpoint_dir")
+NOT_SHAPING = ("real_splits", "eval_flip", "inception", "model", "metrics", "details", "run_log", "live_dir")
+NOT_SHAPING += ("checkpoint_dir",)
 
 
 class TrainDcgan(ModelStage):
@@ -112,8 +113,7 @@ class TrainDcgan(ModelStage):
     def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if not self.rt.is_main:
             return {}, {}
-        metrics = evaluate_generator(self.gen, self.section, self.loop, self.data_root, self.f_path, self.rt.device)
-        return metrics, {}
+        return evaluate_generator(self.gen, self.section, self.loop, self.data_root, self.f_path, self.rt.device)
 
     def save(self, metrics: dict[str, Any]) -> None:
         """dcgan.pt, the final grid of 64 fixed-noise faces, and the GIF of the grids."""
@@ -124,11 +124,11 @@ class TrainDcgan(ModelStage):
         info = {"params": {"train": resolved(train), "dcgan": resolved(section)}, "run": self.trainer.key.record()}
         save_dcgan(Path(section.model), self.gen, self.disc, info | {"metrics": metrics})
 
-    def summary(self, metrics: dict[str, Any]) -> str:
+    def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         return (
             f"train_dcgan: fd_f {metrics['fd_f']:.4f} (real-vs-real floor {metrics['fd_f_floor']:.4f}, ratio "
             f"{metrics['fd_f_ratio']}), diversity generated/real {metrics['diversity_ratio']:.3f}, on "
-            f"{metrics['samples']} generated and {metrics['samples']} real views of {metrics['real_faces']} faces"
+            f"{details['samples']} generated and {details['samples']} real views of {details['real_faces']} faces"
         )
 
 

@@ -204,16 +204,16 @@ class TrainDtn(ModelStage):
         info |= {"metrics": metrics, "run": self.trainer.key.record()}
         save_dtn(Path(self.section.model), self.g.state_dict(), self.d.state_dict(), self.arch, info)
 
-    def summary(self, metrics: dict[str, Any]) -> str:
+    def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         traits = (
             f"{metrics['traits_above_chance_15pts']} of {metrics['traits_compared']} traits >= 15 points above "
-            f"chance (f itself carries {metrics['f_traits_above_chance_15pts']} from avatars to photos)"
+            f"chance (f itself carries {details['f_traits_above_chance_15pts']} from avatars to photos)"
             if metrics["traits_compared"]
             else "no trait ground truth for these photos"
         )
         return (
             f"train_dtn: test L_CONST {metrics['test_const']:.4f}, L_TID {metrics['test_tid']:.4f}; median rank "
-            f"{metrics['median_rank']:g} of {metrics['gallery']} (chance {metrics['chance_rank']:g}); identity "
+            f"{metrics['median_rank']:g} of {details['gallery']} (chance {metrics['chance_rank']:g}); identity "
             f"top-1 {metrics['identity_top1']:.3f} (chance {metrics['chance_top1']:.3f}); {traits}"
         )
 
