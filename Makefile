@@ -22,8 +22,9 @@ repro: setup
 	$(BIN)/dvc repro
 	$(BIN)/i2c report --if-missing
 
+# Two workers (pytest-xdist, a test file each at a time): most tests wait on a subprocess or DVC, one core each.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 # Pipeline checks: params validate, dvc.yaml names only existing keys, the committed dvc.lock matches the code; then
 # a small-scale `dvc repro` in a temporary clone: clean `dvc status`, a no-op second repro, the metric gates of

@@ -126,6 +126,37 @@ def make_clone(root: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory, worker_id: str, testrun_uid: str) -> Path:
+    """One `dvc repro` of every stage at tiny scale (`shrink`) in a fresh clone, committed: built once per test run
+    (the first pytest-xdist worker builds it under a lock, the others wait) and shared read-only. A test that changes
+    something works on its own copy (`copy_pipeline`)."""
+    from filelock import FileLock
+
+    if worker_id == "master":  # not under xdist: this session's own folder
+        root = tmp_path_factory.mktemp("tiny-pipeline") / "clone"
+    else:  # every worker of this run sees the same folder
+        root = tmp_path_factory.getbasetemp().parent / f"tiny-pipeline-{testrun_uid}" / "clone"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / "build.lock")):
+        if not (root.parent / "done").exists():
+            env = make_clone(root)
+            shrink(root, avatars=24)
+            run([str(BIN / "dvc"), "repro"], root, env)
+            run(["git", "add", "-A"], root, env)
+            run(["git", "commit", "-qm", "tiny pipeline"], root, env)
+            (root.parent / "done").touch()
+    return root
+
+
+def copy_pipeline(source: Path, target: Path) -> dict[str, str]:
+    """A copy of `tiny_pipeline` (git history, DVC cache, outputs) at `target`; returns the environment to run in it."""
+    shutil.copytree(source, target, symlinks=True)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(target)}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
 @pytest.fixture
 def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A fresh git clone of the working tree's tracked files, and the environment to run DVC in it."""

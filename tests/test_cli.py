@@ -57,7 +57,7 @@ def test_set_help_example_is_a_valid_override_for_that_command(path: str) -> Non
     assert example, f"`i2c {path} --help` shows no -S example"
     key = example.group(1).split("=")[0]
     section = key.split(".")[0]
-    assert section in {"sandbox", "crawl", "align", "pack", "pretrain_f", "cam", "train", "dcgan", "dtn"}
+    assert section in {"sandbox", "crawl", "align", "pack", "pretrain_f", "cam", "train", "dcgan", "dtn", "report"}
     assert with_overrides(DEFAULT_PARAMS, [example.group(1)])  # the key exists and the value validates
 
 

@@ -75,9 +75,9 @@ def test_a_faces_dev_photo_finds_its_identity_after_a_small_training(tmp_path: P
         "pretrain_f": {
             "input_size": 64,
             "width": 0.125,
-            "steps": 400,
-            "eval_every": 100,
-            "checkpoint_every": 400,
+            "steps": 250,
+            "eval_every": 125,
+            "checkpoint_every": 250,
             "runtime": {"threads": 1},
         },
     }

@@ -1,9 +1,11 @@
-"""How good a DTN is: L_CONST and L_TID on held-out data, retrieval ranks, nearest identity, trait agreement."""
+"""A DTN's data and how good it is: L_CONST and L_TID on held-out data, retrieval ranks, nearest identity, traits."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.core.params import DtnParams
+from pipeline.core.runner import StageError
 from pipeline.dataset.loader import ShardDataset, to_model_input
 from pipeline.evaluate.classify import chance_topk
 from pipeline.evaluate.retrieval import identity_centroids, identity_topk, self_ranks
@@ -39,6 +42,34 @@ class DtnData:
     avatars_train: ShardDataset
     avatars_held_out: list[ShardDataset]  # val and test: the trait classifier's ceiling and the test L_TID
     data_id: str
+
+
+def _shards_id(root: Path) -> str:
+    index = pd.read_parquet(root / "index.parquet", columns=["shard", "shard_sha256"]).drop_duplicates("shard")
+    return "".join(f"{row.shard}:{row.shard_sha256}\n" for row in index.sort_values("shard").itertuples())
+
+
+def read_data(shards: Path) -> DtnData:
+    """Open the face and avatar splits under `shards` (checksums verified).
+
+    Raises:
+        StageError: when a split the DTN needs is empty.
+        pipeline.dataset.loader.ShardError: for a missing or damaged shard.
+    """
+    faces, avatars = shards / "faces", shards / "avatars"
+    data = DtnData(
+        ShardDataset(faces, "train"),
+        ShardDataset(faces, "test"),
+        ShardDataset(avatars, "train"),
+        [ShardDataset(avatars, "val"), ShardDataset(avatars, "test")],
+        hashlib.sha256((_shards_id(faces) + _shards_id(avatars)).encode()).hexdigest()[:16],
+    )
+    for name, split in (("faces train", data.faces_train), ("faces test", data.faces_test)):
+        if len(split) == 0:
+            raise StageError(f"the {name} split under {shards} is empty; crawl more photos or raise pack.test_fraction")
+    if len(data.avatars_train) == 0 or sum(len(s) for s in data.avatars_held_out) == 0:
+        raise StageError(f"the avatar splits under {shards} are empty; raise crawl.avatars.count")
+    return data
 
 
 def all_images(splits: list[ShardDataset]) -> tuple[torch.Tensor, pd.DataFrame]:

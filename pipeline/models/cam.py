@@ -104,6 +104,28 @@ def build_cam_model(
     raise ValueError(f"head={head!r}: use one of {HEADS}")
 
 
+class Tail(nn.Module):
+    """The trained rest of a CAM model whose first `start` conv blocks stay as f made them: their output -> logits."""
+
+    def __init__(self, model: nn.Module, start: int) -> None:
+        super().__init__()
+        self.model, self.start = model, start
+
+    def forward(self, frozen_out: torch.Tensor) -> torch.Tensor:
+        x = self.model.features[self.start :](frozen_out)
+        if isinstance(self.model, VGGGAP):
+            return self.model.forward_head(self.model.cam_conv(x))
+        return self.model.forward_head(x)
+
+
+def freeze(model: nn.Module, blocks: int) -> nn.Sequential:
+    """Stop the gradients of the first `blocks` conv blocks; returns them (run them in eval mode: f's BatchNorm)."""
+    frozen = model.features[:blocks]
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen
+
+
 def min_max(maps: torch.Tensor) -> torch.Tensor:
     """Each (H, W) map of a (B, H, W) batch shifted to min 0 and scaled to max 1 (a flat map becomes all 0)."""
     low = maps.flatten(1).min(dim=1).values.view(-1, 1, 1)

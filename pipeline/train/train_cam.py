@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pipeline.core.checkpoint import load_checkpoint
 from pipeline.core.params import CamParams, resolved
@@ -21,7 +20,7 @@ from pipeline.dataset.loader import ShardDataset, to_model_input
 from pipeline.evaluate.cam_boxes import floor
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
 from pipeline.evaluate.localise import BOX_COLUMNS, IOU_BINS, haar_boxes, localise, overlay_sheet
-from pipeline.models.cam import VGGGAP, build_cam_model, save_cam
+from pipeline.models.cam import Tail, build_cam_model, freeze, save_cam
 from pipeline.models.face_encoder import ARCH_KEYS as F_ARCH_KEYS
 from pipeline.models.face_encoder import F_FORMAT
 from pipeline.train.checkpoint import RunKey
@@ -210,28 +209,6 @@ def f_conv_stack(section: CamParams, path: Path) -> tuple[dict[str, torch.Tensor
             )
     state = {k.removeprefix("features."): v for k, v in payload["state"].items() if k.startswith("features.")}
     return state, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-class Tail(nn.Module):
-    """The trained rest of a CAM model whose first `start` conv blocks stay as f made them: their output -> logits."""
-
-    def __init__(self, model: nn.Module, start: int) -> None:
-        super().__init__()
-        self.model, self.start = model, start
-
-    def forward(self, frozen_out: torch.Tensor) -> torch.Tensor:
-        x = self.model.features[self.start :](frozen_out)
-        if isinstance(self.model, VGGGAP):
-            return self.model.forward_head(self.model.cam_conv(x))
-        return self.model.forward_head(x)
-
-
-def freeze(model: nn.Module, blocks: int) -> nn.Sequential:
-    """Stop the gradients of the first `blocks` conv blocks; returns them (run them in eval mode: f's BatchNorm)."""
-    frozen = model.features[:blocks]
-    for parameter in frozen.parameters():
-        parameter.requires_grad_(False)
-    return frozen
 
 
 def flat_metrics(

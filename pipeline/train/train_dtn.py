@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ from torch import nn
 
 from pipeline.core.params import DtnParams, TrainParams, resolved
 from pipeline.core.reuse import code_version, shaping_params
-from pipeline.core.runner import StageError
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import ShardDataset, to_model_input, to_uint8_images
-from pipeline.evaluate.dtn import DtnData, all_images, embed_all, encode_emoji, evaluate_dtn
+from pipeline.evaluate.dtn import all_images, embed_all, encode_emoji, evaluate_dtn, read_data
 from pipeline.evaluate.retrieval import self_ranks
 from pipeline.models.dtn import (
     EmojiDecoder,
@@ -224,34 +222,6 @@ def run_key(train: TrainParams, section: DtnParams, data_id: str, f_key: str) ->
     loop["runtime"] = {k: v for k, v in loop["runtime"].items() if k != "threads"}
     params = {"train": loop, "dtn": shaping_params(resolved(section), NOT_SHAPING_DTN)}
     return RunKey(params, code_version("pipeline.train.train_dtn"), f"{data_id}/{f_key}")
-
-
-def _shards_id(root: Path) -> str:
-    index = pd.read_parquet(root / "index.parquet", columns=["shard", "shard_sha256"]).drop_duplicates("shard")
-    return "".join(f"{row.shard}:{row.shard_sha256}\n" for row in index.sort_values("shard").itertuples())
-
-
-def read_data(shards: Path) -> DtnData:
-    """Open the face and avatar splits under `shards` (checksums verified).
-
-    Raises:
-        StageError: when a split the DTN needs is empty.
-        pipeline.dataset.loader.ShardError: for a missing or damaged shard.
-    """
-    faces, avatars = shards / "faces", shards / "avatars"
-    data = DtnData(
-        ShardDataset(faces, "train"),
-        ShardDataset(faces, "test"),
-        ShardDataset(avatars, "train"),
-        [ShardDataset(avatars, "val"), ShardDataset(avatars, "test")],
-        hashlib.sha256((_shards_id(faces) + _shards_id(avatars)).encode()).hexdigest()[:16],
-    )
-    for name, split in (("faces train", data.faces_train), ("faces test", data.faces_test)):
-        if len(split) == 0:
-            raise StageError(f"the {name} split under {shards} is empty; crawl more photos or raise pack.test_fraction")
-    if len(data.avatars_train) == 0 or sum(len(s) for s in data.avatars_held_out) == 0:
-        raise StageError(f"the avatar splits under {shards} are empty; raise crawl.avatars.count")
-    return data
 
 
 def pair_grid(photos: torch.Tensor, emoji: torch.Tensor, names: list[str], cols: int = 4) -> np.ndarray:
