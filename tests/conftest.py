@@ -78,33 +78,46 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return result
 
 
-KILL_DRIVER = """
+SIGNAL_DRIVER = """
 import os, signal
 from pipeline.core import manifest
 append = manifest.Journal.append
 done = 0
-def append_then_die(self, row):
+def append_then_signal(self, row):
     global done
     kept = append(self, row)
     done += 1
     if done == {rows}:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{signal})
     return kept
-manifest.Journal.append = append_then_die
+manifest.Journal.append = append_then_signal
 from stages.{stage} import main
 main()
 """
 
 
-def kill_after_journal_rows(root: Path, stage: str, rows: int) -> None:
-    """Run `stages.<stage>` in `root` and SIGKILL it right after its journal took `rows` rows: a `kill -9` mid-run
-    at a known point, not after a delay. What the journal flushed before the kill is what a resume can reuse."""
-    driver = root / "kill_driver.py"
-    driver.write_text(KILL_DRIVER.format(rows=rows, stage=stage))
+def signal_after_journal_rows(root: Path, stage: str, rows: int, sig: str) -> subprocess.CompletedProcess[str]:
+    """Run `stages.<stage>` in `root` and send it `sig` ("SIGKILL", "SIGINT") right after its journal took `rows`
+    rows: a `kill -9` or a Ctrl-C mid-run at a known point, not after a delay."""
+    driver = root / "signal_driver.py"
+    driver.write_text(SIGNAL_DRIVER.format(rows=rows, stage=stage, signal=sig))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, str(driver)], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    return subprocess.run(
+        [sys.executable, str(driver)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        # a Ctrl-C reaches a stage that handles it, even when the test runner ignores SIGINT (a background job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def kill_after_journal_rows(root: Path, stage: str, rows: int) -> None:
+    """`kill -9` of a stage right after its journal took `rows` rows; what the journal flushed is what a resume can
+    reuse."""
+    result = signal_after_journal_rows(root, stage, rows, "SIGKILL")
     assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
 
 

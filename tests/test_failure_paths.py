@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from aiohttp import web
+from conftest import signal_after_journal_rows
 
 from pipeline.core import storage
 from pipeline.core.params import CrawlAvatarsParams, CrawlFacesParams, FaultParams, SandboxParams
@@ -339,27 +338,6 @@ def stage(root: Path, name: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def interrupt(root: Path, name: str, journal: Path, lines: int) -> subprocess.CompletedProcess[bytes]:
-    """Start a stage, send it SIGINT once its journal holds `lines` rows, and wait for it to exit."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"stages.{name}"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        # a terminal's Ctrl-C, even when the test runner itself was started with SIGINT ignored (a background job)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < lines):
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
 @pytest.mark.parametrize(
     ("name", "outputs", "base", "changed"),
     [
@@ -378,10 +356,9 @@ def test_ctrl_c_loses_nothing(
         stage(tmp_path, prerequisite)
     stage(tmp_path, name)
     before = snapshot(*(tmp_path / path for path in outputs))
-    write_params(tmp_path, **{**base, **changed, "sandbox": {"faults": {"latency_ms": 100}}})  # slow, not different
-    manifest = "data/aligned/faces.parquet" if name == "align" else outputs[1]
-    result = interrupt(tmp_path, name, tmp_path / f"{manifest}.journal", lines=3)
-    assert result.returncode == 130, result.stderr.decode()
-    assert b"interrupted; re-run to resume" in result.stderr and b"Traceback" not in result.stderr
+    write_params(tmp_path, **{**base, **changed})
+    result = signal_after_journal_rows(tmp_path, name, rows=3, sig="SIGINT")  # Ctrl-C after the third row
+    assert result.returncode == 130, result.stderr
+    assert "interrupted; re-run to resume" in result.stderr and "Traceback" not in result.stderr
     assert_kept(before)
     assert json.loads((tmp_path / f"reports/runs/{name}.json").read_text())["status"] == "interrupted"

@@ -19,9 +19,10 @@ import yaml
 from pipeline.core.params import Params
 from pipeline.report import browser
 from pipeline.report.build import spread_images
-from pipeline.report.collect import IMAGE_SUFFIXES, Plot, flatten
+from pipeline.report.collect import IMAGE_SUFFIXES, PipelineView, Plot, StageView, flatten
 from pipeline.report.figures import curve_series
 from pipeline.report.page import fmt, folded
+from pipeline.report.results import format_table, result_rows
 from pipeline.report.sheets import align_rejects, thumbnail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,3 +339,35 @@ def test_a_folder_of_many_images_shows_a_few_from_first_to_last(tmp_path: Path) 
     ]
     assert picked[0][1] == "live/plots/images/step_0.png (4 of the 12 images in its folder)"
     assert picked[-1] == ("reports/one.png", "reports/one.png")
+
+
+def test_results_put_each_headline_beside_its_chance_and_the_baseline() -> None:
+    """`i2c results` and the page's Results table: the headline numbers, what they read against, the change."""
+    f_now = {"test_top1": 0.9, "chance_top1": 0.02, "test_top5": 1.0, "chance_top5": 0.1}
+    dtn = {"traits_above_chance_15pts": 2, "traits_compared": 7}
+    view = PipelineView(
+        stages=[
+            StageView("pretrain_f", metrics={"metrics/pretrain_f.json": f_now},
+                      baseline={"metrics/pretrain_f.json": {**f_now, "test_top1": 0.8}}),
+            StageView("train_dtn", metrics={"metrics/dtn.json": dtn}),
+            StageView("learn", metrics={"metrics/learn.json": {"test_top1": 0.5}}),  # no headlines: no rows
+        ],
+        edges=[], baseline_rev="abc", baseline_note="HEAD (abc)", params_now={}, params_then={},
+    )  # fmt: skip
+    rows = result_rows(view)
+    assert [(r.stage, r.label, r.value, r.against, r.baseline, r.change) for r in rows] == [
+        ("pretrain_f", "test top-1", 0.9, "chance 0.02", 0.8, "+0.1"),
+        ("pretrain_f", "test top-5", 1.0, "chance 0.1", 1.0, ""),
+        ("train_dtn", "traits >= 15 pts over chance", 2, "of 7", None, "new"),
+    ]
+    lines = format_table(rows, "HEAD (abc)").splitlines()
+    assert lines[0].split() == ["stage", "metric", "value", "against", "HEAD", "(abc)", "change"]
+    assert lines[2].split() == ["pretrain_f", "test", "top-1", "0.9", "chance", "0.02", "0.8", "+0.1"]
+    assert lines[3].startswith(" ") and lines[3].split()[:2] == ["test", "top-5"]  # the stage is named once
+    without = PipelineView(view.stages, [], None, "no baseline", {}, {})
+    assert {r.change for r in result_rows(without)} == {""} and {r.baseline for r in result_rows(without)} == {None}
+
+
+def test_the_page_opens_with_the_results_table(built: Path) -> None:
+    page = (built / "reports/index.html").read_text()
+    assert page.index('<section id="results">') < page.index('<section id="changes">')
