@@ -230,3 +230,25 @@ def tiny_faces(tmp_path: Path) -> Path:
     """A pack output folder (`<it>/faces`) of tiny, learnable face shards."""
     make_tiny_faces(tmp_path / "shards" / "faces")
     return tmp_path / "shards"
+
+
+# The test files that take longest (`make test` prints the slowest tests), started first: with two workers taking a
+# file each at a time, the run then ends on short files instead of one worker finishing a long one alone.
+LONGEST_FIRST = (
+    "test_e2e_dvc.py",
+    "test_lookalike.py",
+    "test_quality_eval.py",
+    "test_train_dcgan.py",
+    "test_pretrain_f.py",
+    "test_train_cam.py",
+    "test_dtn.py",
+    "test_failure_paths.py",
+    "test_reuse_property.py",
+    "test_landmark_eval.py",
+    "test_sandbox_render.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file is kept
