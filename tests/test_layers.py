@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-from pipeline.core.reuse import PACKAGE_ROOT
+from pipeline.core.reuse import PACKAGE_ROOT, _imported_modules
 
 REPO = PACKAGE_ROOT.parent
 # Bottom to top; a module may import from its own layer and the layers below it.
@@ -30,22 +28,9 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """Every `pipeline.*` module an import statement in `path` names, function-local imports included."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = (
-                importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-                if node.level
-                else node.module
-            )
-            found.add(base or "")
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if m.startswith("pipeline.") and is_module(m)}
+    """Every `pipeline.*` module an import statement in `path` names, function-local imports included (the reuse
+    rule's own reading of imports, so the two never disagree)."""
+    return {m for m in _imported_modules(path, module_name(path)) if m.startswith("pipeline.") and is_module(m)}
 
 
 def is_module(name: str) -> bool:
