@@ -184,19 +184,21 @@ def lookalike_cmd(
 ) -> None:
     """Which trained identity does this photo look like? Detects and aligns the face, runs f, lists the top k."""
     from pipeline.core.checkpoint import CheckpointError
+    from pipeline.core.storage import OutputError
     from pipeline.core.viz import save_png
     from pipeline.dataset.loader import ShardError
     from pipeline.faces.detect import ImageDecodeError, decode_image
     from pipeline.infer.lookalike import LookalikeError, lookalike, most_similar, show_sheet
+    from pipeline.infer.photo import PhotoError, check_output, read_photo_bytes
     from pipeline.models.face_encoder import load_f
 
     cfg = with_overrides(params, set_) if (set_ or model is None or show is not None) else None
     model = model or Path(cfg.pretrain_f.model)  # type: ignore[union-attr]
-    if not photo.is_file():
-        _fail(f"{photo} not found; pass the path of a photo")
     try:
+        data = read_photo_bytes(photo)
+        if show is not None:
+            check_output(show)
         encoder = load_f(model)
-        data = photo.read_bytes()
         match = lookalike(data, encoder, top, name=str(photo))
         for rank, (identity, probability) in enumerate(match.ranking, 1):
             typer.echo(f"{rank:>2}. {identity:<32} {probability:6.1%}")
@@ -206,6 +208,8 @@ def lookalike_cmd(
             save_png(show, show_sheet(decode_image(data), match, similar, cosine))
             typer.echo(f"wrote {show} (most similar training photo of {match.ranking[0][0]}: cosine {cosine:.3f})")
     except (FileNotFoundError, CheckpointError, LookalikeError, ShardError, ImageDecodeError, ParamsError) as exc:
+        _fail(str(exc))
+    except (PhotoError, OutputError) as exc:
         _fail(str(exc))
 
 
@@ -228,24 +232,26 @@ def emojify_cmd(
 ) -> None:
     """Turn the face in a photo into an emoji: detect, align, f, then the DTN's g."""
     from pipeline.core.checkpoint import CheckpointError
+    from pipeline.core.storage import OutputError
     from pipeline.core.viz import save_png
     from pipeline.infer.emojify import Emojifier
     from pipeline.infer.emojify import side_by_side as pair
     from pipeline.infer.lookalike import LookalikeError
+    from pipeline.infer.photo import PhotoError, check_output, read_photo_bytes
     from pipeline.models.face_encoder import load_f
 
-    if not photo.is_file():
-        _fail(f"{photo} not found; pass the path of a photo")
     cfg = with_overrides(params, None) if model is None or f_model is None else None
     model = model or Path(cfg.dtn.model)  # type: ignore[union-attr]
     f_model = f_model or Path(cfg.pretrain_f.model)  # type: ignore[union-attr]
     try:
+        data = read_photo_bytes(photo)
+        check_output(out)
         emojify = Emojifier(load_f(f_model), model)
-        emoji = emojify(photo.read_bytes(), name=str(photo))
+        emoji = emojify(data, name=str(photo))
         save_png(out, pair(emoji) if side_by_side else emoji.emoji)
         beside = " beside the aligned face" if side_by_side else ""
         typer.echo(f"wrote {out} ({emoji.emoji.shape[0]}x{emoji.emoji.shape[1]} emoji{beside})")
-    except (FileNotFoundError, CheckpointError, LookalikeError) as exc:
+    except (FileNotFoundError, CheckpointError, LookalikeError, PhotoError, OutputError) as exc:
         _fail(str(exc))
 
 
@@ -330,16 +336,18 @@ def cam_cmd(
 ) -> None:
     """Where is the face? The CAM model's heat map, predicted identity and box on a photo or every video frame."""
     from pipeline.core.checkpoint import CheckpointError
-    from pipeline.infer.cam import CamInputError, cam_photo, cam_video, read_photo, video_frames
+    from pipeline.core.storage import OutputError
+    from pipeline.infer.cam import CamInputError, cam_photo, cam_video, decode_photo, face_found, video_frames
+    from pipeline.infer.photo import PhotoError, check_output, is_image, read_photo_bytes
     from pipeline.models.cam import load_cam
 
-    if not source.is_file():
-        _fail(f"{source} not found; pass the path of a photo or a video")
     model = model or Path(with_overrides(params, set_).cam.model)
     try:
+        data = read_photo_bytes(source, "a photo or a video")
+        check_output(out)
         cam = load_cam(model)
-        rgb = read_photo(source)
-        if rgb is not None:
+        if is_image(data):  # by its bytes: a damaged photo is a damaged photo, never a one-frame video
+            rgb = decode_photo(data, source)
             answer = cam_photo(cam, rgb, out)
             where = (
                 "no box (a flat map)"
@@ -347,18 +355,26 @@ def cam_cmd(
                 else "box x={:.0f} y={:.0f} w={:.0f} h={:.0f}".format(*answer.box)
             )
             typer.echo(f"{answer.identity} {answer.probability:.1%}; {where}; wrote {out}")
+            if reason := face_found(rgb):
+                typer.secho(
+                    f"note: align's face detector finds no usable face in {source} ({reason}): the map shows where "
+                    "the model looks, and the identity is a guess",
+                    err=True,
+                    fg=typer.colors.YELLOW,
+                )
             return
-        video = video_frames(source)
-        if video is None:
-            raise CamInputError(
-                f"{source} is neither a photo nor a video OpenCV can read; pass a JPEG/PNG photo or an MP4/AVI video"
-            )
-        answers = cam_video(cam, *video, out)
-        if not answers:
-            raise CamInputError(f"{source} has no frame to read")
+        frames, count, fps = video_frames(source)
+        answers = cam_video(cam, frames, count, fps, out)
         boxed = sum(a.box is not None for a in answers)
         typer.echo(f"{len(answers)} frames, {boxed} with a box; wrote {out}")
-    except (FileNotFoundError, CheckpointError, CamInputError, ParamsError) as exc:
+        if count > len(answers):
+            typer.secho(
+                f"note: {count - len(answers)} of the {count} frames its header lists could not be read (a damaged "
+                "or cut video?)",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
+    except (FileNotFoundError, CheckpointError, CamInputError, ParamsError, PhotoError, OutputError) as exc:
         _fail(str(exc))
 
 

@@ -121,6 +121,22 @@ def kill_after_journal_rows(root: Path, stage: str, rows: int) -> None:
     assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
 
 
+def huge_png(path: Path, side: int = 12_000) -> Path:
+    """A PNG whose header declares side x side pixels, with almost no data: what a decompression bomb looks like to
+    a reader that checks the header before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
 def make_clone(root: Path) -> dict[str, str]:
     """The repository's tracked files (as in the working tree) committed into a fresh git repo at `root`."""
     if shutil.which("git") is None:

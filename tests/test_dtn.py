@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import huge_png, make_tiny_faces
 
 from pipeline.core import traits
 from pipeline.core.manifest import write_manifest
@@ -35,7 +36,6 @@ from pipeline.models.vgg import VGG
 from pipeline.sandbox.avatar import render_avatar
 from pipeline.train.skeleton import train_model
 from pipeline.train.train_dtn import Schedule, TrainDtn, run_key
-from tests.conftest import make_tiny_faces
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,17 +328,26 @@ def test_emojify_round_trip_on_a_faces_dev_photo(emojify_world: Path, faces_dev:
         ("missing_dtn", "dvc repro train_dtn"),
         ("missing_f", "dvc repro pretrain_f"),
         ("other_f", "was trained on another f"),
+        ("folder", "is a folder; pass the path of a photo"),
+        ("out_folder", "is a folder; pass the path of the file to write"),
+        ("huge_png", "(too_many_pixels)"),
     ],
 )
 def test_emojify_bad_input_gets_a_clear_message_and_exit_1(
     emojify_world: Path, tmp_path: Path, case: str, expected: str
 ) -> None:
-    photo = tmp_path / "photo.png"
+    photo, out = tmp_path / "photo.png", tmp_path / "out.png"
     if case == "text":
         photo.write_text("not a photo")
+    elif case == "folder":
+        photo.mkdir()
+    elif case == "huge_png":
+        huge_png(photo)
     elif case != "missing_photo":
         cv2.imwrite(str(photo), np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (160, 1, 3)))
-    args = ["emojify", str(photo), "-o", str(tmp_path / "out.png")]
+    if case == "out_folder":
+        out.mkdir()
+    args = ["emojify", str(photo), "-o", str(out)]
     if case == "missing_dtn":
         args += ["--model", str(tmp_path / "none.pt")]
     elif case == "missing_f":
@@ -351,7 +360,7 @@ def test_emojify_bad_input_gets_a_clear_message_and_exit_1(
         args += ["--f", str(other)]
     result = i2c(*args, cwd=emojify_world)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out.png").exists()
+    assert "Traceback" not in result.stderr and (case == "out_folder" or not out.exists())
 
 
 def _arch(encoder: object) -> dict[str, object]:

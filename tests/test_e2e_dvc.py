@@ -154,6 +154,15 @@ def test_dvc_repro_pretrain_f_writes_f_metrics_and_plots(tiny_pipeline: Path, tm
     ]
     per_identity = load(root, "reports/details/pretrain_f.json")["per_identity"]
     assert len(per_identity) == 3 and all(0 <= row["accuracy"] <= 1 for row in per_identity.values())
+    # A run that fails leaves the last good model and details where DVC would otherwise have deleted them first.
+    kept = {path: (root / path).read_bytes() for path in ("models/f.pt", "reports/details/pretrain_f.json")}
+    params["pretrain_f"]["steps"] = -1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = subprocess.run(
+        [DVC, "repro", "pretrain_f"], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert failed.returncode != 0 and "pretrain_f.steps" in failed.stdout + failed.stderr
+    assert {path: (root / path).read_bytes() for path in kept} == kept
 
 
 def test_dvc_exp_run_sets_the_learning_rate_train_dcgan_reads(tiny_pipeline: Path, tmp_path: Path) -> None:

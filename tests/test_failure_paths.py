@@ -7,6 +7,7 @@ failing, a full disk, and Ctrl-C (SIGINT to a real stage process).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from conftest import signal_after_journal_rows
 from pipeline.core import storage
 from pipeline.core.params import CrawlAvatarsParams, CrawlFacesParams, FaultParams, SandboxParams
 from pipeline.core.runner import StageError
-from pipeline.core.storage import DiskFullError
+from pipeline.core.storage import TMP_MARK, DiskFullError
 from pipeline.crawl import avatars as avatar_crawl
 from pipeline.crawl import face_store
 from pipeline.crawl.avatars import CrawlError, crawl_avatars
@@ -272,6 +273,29 @@ def test_atomic_writes_reach_the_disk_before_their_name(tmp_path: Path, monkeypa
     monkeypatch.setattr(storage.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
     storage.atomic_write_bytes(tmp_path / "x.bin", b"data")
     assert calls == ["fsync", "replace"] and (tmp_path / "x.bin").read_bytes() == b"data"
+
+
+def test_a_read_only_folder_is_one_error_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EROFS on the temp file, and again on its clean-up: the user hears about the file once, not about the temp."""
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(storage.os, "open", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(storage.OutputError) as info:
+        storage.atomic_write_bytes(tmp_path / "out.png", b"data")
+    assert str(info.value) == (
+        f"{tmp_path / 'out.png'} could not be written: Read-only file system; choose a folder you can write to"
+    )
+    assert TMP_MARK not in str(info.value)
+
+
+def test_a_full_disk_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage.os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    with pytest.raises(storage.DiskFullError, match=r"out.bin could not be written: No space \(the disk or the file"):
+        storage.atomic_write_bytes(tmp_path / "out.bin", b"data")
+    assert not list(tmp_path.iterdir())  # no temp file left behind
 
 
 # ---- align -----------------------------------------------------------------------------------------------------

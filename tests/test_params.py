@@ -40,6 +40,12 @@ def test_shipped_params_equal_the_code_defaults() -> None:
         (("crawl", "avatars", "concurency"), 8, "crawl.avatars.concurency: unknown key"),
         (("crawl", "avatars", "trait_presence"), "peoples", "crawl.avatars.trait_presence: Input should be 'people'"),
         (("crawl", "faces", "identities"), 0, "crawl.faces.identities: Input should be greater than or equal to 1"),
+        # strict: a YAML string is not a number, and true is not 1 (YAML reads an unquoted 1e-3 as text)
+        (("train", "steps"), True, "train.steps: Input should be a valid integer"),
+        (("train", "lr"), "1e-3", "train.lr: Input should be a valid number"),
+        (("train", "batch_size"), "32", "train.batch_size: Input should be a valid integer"),
+        (("pretrain_f", "input_size"), "128", "pretrain_f.input_size: Input should be 64, 128 or 152"),
+        (("align", "left_eye"), ["0.35", 0.35], "align.left_eye.0: Input should be a valid number"),
     ],
 )
 def test_bad_value_names_dotted_key(path: tuple[str, ...], value: object, expected: str) -> None:
@@ -53,6 +59,16 @@ def test_bad_value_names_dotted_key(path: tuple[str, ...], value: object, expect
     assert expected in str(info.value)
     bad = value[0] if isinstance(value, list) else value  # a list is reported by its first bad element
     assert f"(got {bad!r})" in str(info.value) or "unknown key" in str(info.value)
+    if isinstance(bad, str) and "valid number" in str(info.value):
+        assert "write the number without quotes, with a dot" in str(info.value)
+
+
+def test_numbers_stay_numbers_and_lists_become_tuples() -> None:
+    raw = shipped()
+    raw["train"]["lr"] = 1  # an int is a float
+    raw["align"]["try_rotations"] = [10, -10]
+    params = parse_params(raw)
+    assert params.train.lr == 1.0 and params.align.try_rotations == (10.0, -10.0)
 
 
 def test_a_number_of_identities_is_for_the_sandbox_only() -> None:

@@ -116,6 +116,16 @@ def test_weights_only_load_never_runs_pickled_code(tmp_path: Path) -> None:
     assert marker.read_text() == "pwned"
 
 
+def test_a_stale_checkpoint_names_the_input_that_changed(tmp_path: Path) -> None:
+    """train_dtn's key holds two inputs: when only f.pt changed, the message says so (not "the shards changed")."""
+    path = tmp_path / "last.pt"
+    before = RunKey({"lr": 0.1}, "code", {"the shards": "s1", "f.pt": "f1"})
+    save_checkpoint(path, {"run": before.record(), "step": 3})
+    found = find_resume(path, RunKey({"lr": 0.1}, "code", {"the shards": "s1", "f.pt": "f2"}))
+    assert found.checkpoint is None and "other input data (f.pt changed)" in found.message
+    assert find_resume(path, before).checkpoint is not None
+
+
 @pytest.mark.parametrize(
     ("other", "reason"),
     [

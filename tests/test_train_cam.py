@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import huge_png
 
 from pipeline.core.manifest import write_manifest
 from pipeline.dataset.shards import BOX_COLUMNS, write_dataset
@@ -252,6 +253,11 @@ def test_i2c_cam_on_a_video_writes_every_frame(trained: Path, tmp_path: Path, su
         ("missing_model", "not found; train the CAM model first with `dvc repro train_cam`"),
         ("corrupt_model", "is corrupt or not a checkpoint"),
         ("photo_to_gif", "the overlay of a photo is written as .png"),
+        ("truncated_jpeg", "is a damaged image (truncated"),  # a photo, never a one-frame video
+        ("folder", "is a folder; pass the path of a photo or a video"),
+        ("huge_png", "12000x12000 pixels, more than the 40,000,000 the crawls accept (too_many_pixels)"),
+        ("out_folder", "is a folder; pass the path of the file to write"),
+        ("dead_video", "is a video none of whose 20 frames can be read"),
     ],
 )
 def test_bad_input_gets_a_clear_message_and_exit_1(trained: Path, tmp_path: Path, case: str, expected: str) -> None:
@@ -259,8 +265,26 @@ def test_bad_input_gets_a_clear_message_and_exit_1(trained: Path, tmp_path: Path
     model.write_bytes((trained / "models/cam.pt").read_bytes())
     if case == "text":
         source.write_text("neither a photo nor a video")
+    elif case == "truncated_jpeg":
+        source = tmp_path / "input.jpg"
+        cv2.imwrite(str(source), disc_photo(np.random.default_rng(0), 0)[0])
+        source.write_bytes(source.read_bytes()[:-200])
+    elif case == "folder":
+        source = tmp_path / "photos"
+        source.mkdir()
+    elif case == "huge_png":
+        huge_png(source)
+    elif case == "dead_video":
+        source, out = tmp_path / "clip.avi", tmp_path / "clip.gif"
+        data = bytearray(video(source, 20).read_bytes())
+        movi = data.find(b"movi")
+        data[movi + 4 : len(data) - 2000] = bytes(len(data) - 2000 - movi - 4)  # every frame's bytes zeroed
+        source.write_bytes(bytes(data))
     elif case != "missing_input":
         cv2.imwrite(str(source), disc_photo(np.random.default_rng(0), 0)[0])
+    if case == "out_folder":
+        out = tmp_path / "already_a_folder"
+        out.mkdir()
     if case == "missing_model":
         model = tmp_path / "models" / "cam.pt"
     elif case == "corrupt_model":
@@ -269,4 +293,37 @@ def test_bad_input_gets_a_clear_message_and_exit_1(trained: Path, tmp_path: Path
         out = tmp_path / "out.gif"
     result = i2c("cam", str(source), "-o", str(out), "--model", str(model), cwd=tmp_path)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and not out.exists()
+    assert "Traceback" not in result.stderr and (case == "out_folder" or not out.exists())
+
+
+def video(path: Path, frames: int) -> Path:
+    """An MJPG AVI of `frames` disc photos."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 80))
+    rng = np.random.default_rng(3)
+    for _ in range(frames):
+        image, _ = disc_photo(rng, 1)
+        writer.write(cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (96, 80)))
+    writer.release()
+    return path
+
+
+def test_a_damaged_video_says_how_many_frames_could_not_be_read(trained: Path, tmp_path: Path) -> None:
+    data = video(tmp_path / "clip.avi", 20).read_bytes()
+    first = data.find(b"00dc", data.find(b"movi"))
+    second = data.find(b"00dc", first + 8)
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data[: second + 100])  # the header says 20 frames; the first one is whole
+    out = tmp_path / "damaged.gif"
+    result = i2c("cam", str(damaged), "-o", str(out), "--model", str(trained / "models/cam.pt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 frames" in result.stdout and "19 of the 20 frames its header lists could not be read" in result.stderr
+
+
+def test_a_photo_without_a_face_is_answered_with_a_note(trained: Path, tmp_path: Path) -> None:
+    """CAM always draws a map; the user is told that align's detector finds no face there."""
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((160, 200, 3), 128, np.uint8))
+    out = tmp_path / "blank_cam.png"
+    result = i2c("cam", str(blank), "-o", str(out), "--model", str(trained / "models/cam.pt"), cwd=tmp_path)
+    assert result.returncode == 0 and out.is_file(), result.stderr
+    assert "finds no usable face in" in result.stderr and "(no_face)" in result.stderr

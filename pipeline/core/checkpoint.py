@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.core.storage import atomic_write_bytes
 
 FORMAT = "img2caricature/checkpoint-v1"
 START_FRESH = "delete it (or move it away) and re-run to train from scratch"
@@ -19,18 +22,24 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any], fmt: str = FORMAT) -> None:
-    """Write a checkpoint dict (tagged with `fmt`) atomically: a temp file in the same folder, fsync, a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save({"format": fmt, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a checkpoint dict (tagged with `fmt`) atomically: serialised in memory, then a temp file in the same
+    folder, fsync and a rename, so a full disk or a killed run never leaves half a file under the name.
+
+    Raises:
+        pipeline.core.storage.DiskFullError, OutputError: naming the file, when it cannot be written.
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": fmt, **payload}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def _reason(exc: BaseException) -> str:
+    """Why the load failed, in this project's words: torch's own advice for a refused file is to load it unsafely."""
+    said = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    if "Weights only load failed" in said:
+        return "it holds objects other than tensors and plain values, which a safe load refuses"
+    first = said.splitlines()[0] if said else type(exc).__name__
+    return first.split(". ")[0].strip(" .:;")[:160] or type(exc).__name__
 
 
 def load_checkpoint(path: Path, expected_format: str = FORMAT, missing: str = "") -> dict[str, Any]:
@@ -50,9 +59,9 @@ def load_checkpoint(path: Path, expected_format: str = FORMAT, missing: str = ""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path} is corrupt or not a checkpoint that can be loaded safely ({reason[:200]}); {START_FRESH}"
+            f"{path} is corrupt or not a checkpoint that can be loaded safely ({_reason(exc)}); {START_FRESH}. "
+            "It is never loaded as a pickle: that could run code from the file"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

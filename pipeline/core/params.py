@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -33,7 +42,15 @@ class ParamsError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a YAML string is not a number and `true` is not 1 (an int is still a float); lists become tuples below
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+AsTuple = BeforeValidator(_as_tuple)  # YAML has lists, not tuples; the items stay strict
 
 
 class FaultParams(_Section):
@@ -93,8 +110,8 @@ class CrawlAvatarsParams(FetchParams):
     endpoint: str = "sandbox"
     count: int = Field(400, ge=1, le=10_000_000)
     seed: int = 0
-    genders: tuple[Literal[1, 2], ...] = (1, 2)
-    styles: tuple[Literal[4, 5], ...] = (4, 5)
+    genders: Annotated[tuple[Literal[1, 2], ...], AsTuple] = (1, 2)
+    styles: Annotated[tuple[Literal[4, 5], ...], AsTuple] = (4, 5)
     # How often each optional trait is worn: `people` (the synthetic people's shares: hat 0.089, glasses 0.257),
     # `uniform` (every catalogue option alike), or {trait: share present} (other traits uniform).
     trait_presence: Literal["people", "uniform"] | dict[str, Share] = "people"
@@ -130,7 +147,7 @@ class CrawlFacesParams(FetchParams):
     source: FaceSource = "sandbox"
     # A number N = the first N synthetic people of the sandbox (`pipeline.sandbox.people`), or a list of names;
     # an empty list with sandbox.photos or source folder = every folder there.
-    identities: Annotated[int, Field(strict=True, ge=1)] | tuple[str, ...] = 48
+    identities: Annotated[int, Field(ge=1)] | Annotated[tuple[str, ...], AsTuple] = 48
     per_identity: int = Field(32, ge=1, le=1000)  # search results (candidates) considered per identity
     min_per_identity: int = Field(16, ge=0, le=1000)
     min_size: int = Field(64, ge=1, le=10_000)
@@ -186,8 +203,11 @@ class AlignParams(_Section):
     """
 
     size: int = Field(152, ge=16, le=1024)
-    left_eye: tuple[float, float] = (0.35, 0.35)  # template position of the image-left eye, fractions of size
-    right_eye: tuple[float, float] = (0.65, 0.35)
+    left_eye: Annotated[tuple[float, float], AsTuple] = (
+        0.35,
+        0.35,
+    )  # template position of the image-left eye, fractions of size
+    right_eye: Annotated[tuple[float, float], AsTuple] = (0.65, 0.35)
     eye_method: Literal["haar", "geometry", "blend"] = "haar"
     eyes_required: bool = False  # reject `no_eyes` instead of falling back to box geometry for a missed eye
     multiple_faces: Literal["reject", "largest"] = "largest"
@@ -199,7 +219,10 @@ class AlignParams(_Section):
     verify: bool = True  # a second opinion on every Haar box; boxes that fail it are `not_a_face`
     verify_votes: int = Field(3, ge=0, le=100)  # windows of the second cascade that must agree with a box
     blur_threshold: float = Field(60.0, ge=0.0, le=100_000.0)  # Laplacian variance of the face patch
-    try_rotations: tuple[float, ...] = (15.0, -15.0)  # in-plane angles tried when nothing is found upright
+    try_rotations: Annotated[tuple[float, ...], AsTuple] = (
+        15.0,
+        -15.0,
+    )  # in-plane angles tried when nothing is found upright
     workers: int = Field(0, ge=0, le=256)  # processes; 0 = all cores
     chunk_size: int = Field(16, ge=1, le=10_000)
     out_dir: str = "data/aligned"
@@ -495,6 +518,10 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key; remove it or check its spelling"
     got = error.get("input")
     shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    if isinstance(got, str) and error["type"] == "int_type":
+        shown += "; write the number without quotes"
+    elif isinstance(got, str) and error["type"] == "float_type":
+        shown += "; write the number without quotes, with a dot (YAML reads 1e-3 as text: write 0.001 or 1.0e-3)"
     return f"{key}: {error['msg']}{shown}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.params import ParamsError
-from pipeline.core.storage import DiskFullError, atomic_write_json
+from pipeline.core.storage import DiskFullError, OutputError, atomic_write_json
 
 
 class StageError(RuntimeError):
@@ -77,12 +77,15 @@ def run_stage(
     run_log = run_log or RunLog(name)
     try:
         body()
-    except (ParamsError, StageError, DiskFullError, *expected) as exc:
-        run_log.write("failed", str(exc))
-        print(f"\n[{name}] failed: {exc}", file=sys.stderr)
+    except (ParamsError, StageError, OutputError, *expected) as exc:
+        message = str(exc)
+        if isinstance(exc, DiskFullError) and "free some space" not in message:
+            message += "; free some space and re-run: what the last good run saved is intact"
+        _write_log(run_log, "failed", message)
+        print(f"\n[{name}] failed: {message}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        run_log.write("interrupted", "stopped by Ctrl-C")
+        _write_log(run_log, "interrupted", "stopped by Ctrl-C")
         print(f"\n[{name}] interrupted; re-run to resume where it stopped", file=sys.stderr)
         # Everything kept is already journaled on disk. Worker threads (icrawler's downloaders, OpenCV's pool)
         # may still be inside native code, and tearing the interpreter down under them aborts the process
@@ -90,4 +93,15 @@ def run_stage(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
-    run_log.write("ok")
+    except Exception as exc:  # a bug: the run log says so, and the traceback follows for the report
+        _write_log(run_log, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    _write_log(run_log, "ok")
+
+
+def _write_log(run_log: RunLog, status: str, message: str = "") -> None:
+    """Write the run log; a disk too full for it too is said, not raised over the failure being reported."""
+    try:
+        run_log.write(status, message)
+    except OutputError as exc:
+        print(f"(the run log could not be written either: {exc})", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -18,8 +19,31 @@ _tmp_ids = itertools.count()
 _made_dirs: set[Path] = set()  # folders known to exist; saves a stat per write
 
 
-class DiskFullError(OSError):
-    """The disk filled up while writing; what was saved before stays valid."""
+class OutputError(OSError):
+    """A file could not be written where it was asked for; the message names it, says why and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message alone, without OSError's "[Errno 28]"
+
+
+class DiskFullError(OutputError):
+    """The disk (or the file size limit) filled up while writing; what was saved before stays valid."""
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit (ulimit -f)
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR)
+
+
+def output_error(path: Path, exc: OSError) -> OutputError:
+    """The user's view of an OSError while writing `path`: the file, the system's words, and what to do."""
+    said = exc.strerror or str(exc)
+    if exc.errno in FULL:
+        return DiskFullError(
+            exc.errno, f"{path} could not be written: {said} (the disk or the file size limit is full)"
+        )
+    if exc.errno == errno.EISDIR:
+        return OutputError(exc.errno, f"{path} is a folder; pass the path of a file to write")
+    return OutputError(exc.errno, f"{path} could not be written: {said}; choose a folder you can write to")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -27,9 +51,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     Raises:
         DiskFullError: when the device has no space left (the temp file is removed).
+        OutputError: when the place cannot be written (a read-only or foreign folder, a folder in the way).
     """
+    path = Path(path)
+    if path.is_dir():
+        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
     if path.parent not in _made_dirs:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(path, exc) from None
         _made_dirs.add(path.parent)
     tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}-{next(_tmp_ids)}"
     try:
@@ -47,9 +78,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(exc.errno, f"no space left on the device while writing {path}") from exc
+        with contextlib.suppress(OSError):  # on a read-only folder the clean-up fails too: keep the first error
+            tmp.unlink(missing_ok=True)
+        if exc.errno in FULL or exc.errno in UNWRITABLE:
+            raise output_error(path, exc) from exc
         raise
 
 

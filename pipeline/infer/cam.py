@@ -84,21 +84,35 @@ def render(frame: np.ndarray, answer: FrameAnswer) -> np.ndarray:
     return draw_overlay(frame, answer.heat, drawn, text=f"{answer.identity} {answer.probability:.0%}")
 
 
-def read_photo(path: Path) -> np.ndarray | None:
-    """The RGB pixels when `path` is a still image (EXIF rotation applied), else None."""
+def decode_photo(data: bytes, path: Path) -> np.ndarray:
+    """The RGB pixels of a still image's bytes (EXIF rotation applied).
+
+    Raises:
+        CamInputError: when the image is damaged (a truncated JPEG is a damaged photo, not a video).
+    """
     try:
-        return decode_image(path.read_bytes())
-    except ImageDecodeError:
-        return None
+        return decode_image(data)
+    except ImageDecodeError as exc:
+        raise CamInputError(f"{path} is a damaged image ({exc}); pass a photo that opens") from None
 
 
-def video_frames(path: Path) -> tuple[Iterator[np.ndarray], int, float] | None:
-    """(RGB frames, frame count or 0 when unknown, fps) when OpenCV can read `path` as a video, else None."""
+def video_frames(path: Path) -> tuple[Iterator[np.ndarray], int, float]:
+    """(RGB frames, frame count from the header or 0 when unknown, fps) of a video OpenCV can read.
+
+    Raises:
+        CamInputError: when OpenCV cannot open it or reads no frame of it.
+    """
+    unknown = f"{path} is neither a photo nor a video OpenCV can read; pass a JPEG/PNG photo or an MP4/AVI video"
     capture = cv2.VideoCapture(str(path))
-    ok, first = capture.read() if capture.isOpened() else (False, None)
+    if not capture.isOpened():
+        raise CamInputError(unknown)
+    ok, first = capture.read()
     if not ok or first is None:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         capture.release()
-        return None
+        if count <= 1:  # OpenCV's image-sequence reader calls any unreadable file a one-frame video
+            raise CamInputError(unknown)
+        raise CamInputError(f"{path} is a video none of whose {count} frames can be read; pass a video that plays")
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) or 25.0
 
@@ -115,17 +129,25 @@ def video_frames(path: Path) -> tuple[Iterator[np.ndarray], int, float] | None:
     return frames(), count, fps
 
 
-def check_output(out: Path, allowed: tuple[str, ...], what: str) -> None:
+def check_suffix(out: Path, allowed: tuple[str, ...], what: str) -> None:
     """Refuse an output suffix that cannot hold `what`."""
     if out.suffix.lower() not in allowed:
         raise CamInputError(f"{out}: the overlay of {what} is written as {' or '.join(allowed)}; change -o")
+
+
+def face_found(rgb: np.ndarray) -> str:
+    """ "" when align's detector finds a usable face in the photo, else its reason (no_face, profile, ...)."""
+    from pipeline.core.params import AlignParams
+    from pipeline.faces.align import find_face
+
+    return find_face(rgb, AlignParams()).reason
 
 
 def cam_photo(model: CamClassifier, rgb: np.ndarray, out: Path) -> FrameAnswer:
     """Write the photo's overlay PNG; returns the answer."""
     from pipeline.core.viz import save_png
 
-    check_output(out, PHOTO_OUT, "a photo")
+    check_suffix(out, PHOTO_OUT, "a photo")
     answer = answer_frames(model, [rgb])[0]
     save_png(out, render(rgb, answer))
     return answer
@@ -135,7 +157,7 @@ def cam_video(
     model: CamClassifier, frames: Iterator[np.ndarray], count: int, fps: float, out: Path, batch: int = 16
 ) -> list[FrameAnswer]:
     """Write every frame's overlay as an MP4 (OpenCV) or GIF (Pillow), with a progress bar; returns the answers."""
-    check_output(out, VIDEO_OUT, "a video")
+    check_suffix(out, VIDEO_OUT, "a video")
     out.parent.mkdir(parents=True, exist_ok=True)
     gif = out.suffix.lower() == ".gif"
     writer, pictures, answers = None, [], []
@@ -153,17 +175,25 @@ def cam_video(
                         size = (picture.shape[1], picture.shape[0])
                         writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
                         if not writer.isOpened():
-                            raise CamInputError(f"OpenCV cannot write {out} (no MP4 encoder here); use -o out.gif")
+                            raise CamInputError(f"OpenCV cannot write {out} (no MP4 encoder here?); use -o out.gif")
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 bar.update(len(chunk))
     finally:
         if writer is not None:
             writer.release()
     if gif and pictures:
+        import io
+
         from PIL import Image
 
+        from pipeline.core.storage import atomic_write_bytes
+
         images = [Image.fromarray(p) for p in pictures]
-        images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        buffer = io.BytesIO()
+        images[0].save(
+            buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+        )
+        atomic_write_bytes(out, buffer.getvalue())
     return answers
 
 

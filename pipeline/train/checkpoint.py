@@ -19,16 +19,18 @@ class RunKey:
     Attributes:
         params: the resolved params that shape the result (paths and log intervals left out).
         code: `pipeline.core.reuse.code_version` of the modules that train.
-        data: an id of the input data (the shards' checksums).
+        data: an id of the input data (the shards' checksums), or {input name: id} when there are several (the
+            shards, the f.pt a stage stands on), so that a stale checkpoint can name what changed.
     """
 
     params: dict[str, Any] = field(default_factory=dict)
     code: str = ""
-    data: str = ""
+    data: str | dict[str, str] = ""
 
     @property
     def value(self) -> str:
-        return result_key(self.data, self.params, self.code)
+        data = self.data if isinstance(self.data, str) else canonical_json(self.data)
+        return result_key(data, self.params, self.code)
 
     def record(self) -> dict[str, Any]:
         return {"params": self.params, "code": self.code, "data": self.data, "key": self.value}
@@ -44,6 +46,14 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if canonical_json(old) != canonical_json(new):
         return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
     return []
+
+
+def changed_inputs(old: Any, new: str | dict[str, str]) -> str:
+    """Which named inputs differ between a checkpoint's data id and the run's: "f.pt changed", "the shards changed"."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        names = sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+        return ", ".join(f"{name} changed" for name in names)
+    return "the shards changed"
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,6 @@ def find_resume(path: Path, key: RunKey) -> Resume:
     if saved.get("code") != key.code:
         reasons.append(f"other code (version {saved.get('code')} -> {key.code})")
     if saved.get("data") != key.data:
-        reasons.append("other input data (the shards changed)")
+        reasons.append(f"other input data ({changed_inputs(saved.get('data'), key.data)})")
     why = ", ".join(reasons) or "another run key"
     return Resume(None, f"{path} was made with {why}; starting fresh from step 0 (it will be overwritten)")

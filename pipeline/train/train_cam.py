@@ -48,10 +48,10 @@ class TrainCam(ClassifierStage):
         missing = [c for c in BOX_COLUMNS if c not in self.data.train.index.columns]
         if missing:
             raise StageError(f"{root}/index.parquet lacks the Haar box columns {missing}; re-run `dvc repro pack`")
-        self.data_id = self.data.data_id
+        self.data_id: str | dict[str, str] = self.data.data_id
         if self.section.init == "f":
             self.f_state, f_id = f_conv_stack(self.section, Path(self.params.pretrain_f.model))
-            self.data_id = f"{self.data_id}+f:{f_id}"
+            self.data_id = {"the shards": self.data.data_id, "f.pt": f_id}
         return self.data.train
 
     def build(self) -> Networks:
@@ -183,7 +183,7 @@ class TrainCam(ClassifierStage):
         )
 
 
-def run_key(section: CamParams, data_id: str) -> RunKey:
+def run_key(section: CamParams, data_id: str | dict[str, str]) -> RunKey:
     """What the weights depend on: the shaping params (threads left out), the code version, the data (and f)."""
     params = shaping_params(resolved(section), NOT_SHAPING)
     params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}

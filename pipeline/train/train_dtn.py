@@ -221,7 +221,7 @@ def run_key(train: TrainParams, section: DtnParams, data_id: str, f_key: str) ->
     loop = shaping_params(resolved(train), NOT_SHAPING_TRAIN)
     loop["runtime"] = {k: v for k, v in loop["runtime"].items() if k != "threads"}
     params = {"train": loop, "dtn": shaping_params(resolved(section), NOT_SHAPING_DTN)}
-    return RunKey(params, code_version("pipeline.train.train_dtn"), f"{data_id}/{f_key}")
+    return RunKey(params, code_version("pipeline.train.train_dtn"), {"the shards": data_id, "f.pt": f_key})
 
 
 def pair_grid(photos: torch.Tensor, emoji: torch.Tensor, names: list[str], cols: int = 4) -> np.ndarray:
