@@ -80,9 +80,10 @@ class Progress:
         rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
         left = (self.total - step) / rate if rate > 0 else 0.0
         numbers = "".join(f", {name} {value}" for name, value in shown.items())
+        when = f"{duration(left)} left" if step < self.total else f"done in {duration(elapsed)}"
         print(
             f"{self.label}: {self.unit} {step}/{self.total} ({step / self.total:.0%}), {rate:.2f} {self.unit}/s"
-            f"{numbers}, {duration(left)} left",
+            f"{numbers}, {when}",
             file=self.stream,
             flush=True,
         )
