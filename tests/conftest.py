@@ -259,6 +259,7 @@ LONGEST_FIRST = (
     "test_train_cam.py",
     "test_dtn.py",
     "test_failure_paths.py",
+    "test_training_failures.py",
     "test_reuse_property.py",
     "test_landmark_eval.py",
     "test_sandbox_render.py",

@@ -78,13 +78,13 @@ def test_bad_input_gets_a_clear_message_and_exit_1(
 def test_a_faces_dev_photo_finds_its_identity_after_a_small_training(tmp_path: Path, faces_dev: Path) -> None:
     params = {
         "sandbox": {"photos": str(faces_dev)},
-        "crawl": {"faces": {"identities": [], "per_identity": 30}, "avatars": {"count": 4}},
+        "crawl": {"faces": {"identities": [], "per_identity": 20}, "avatars": {"count": 4}},
         "pretrain_f": {
             "input_size": 64,
             "width": 0.125,
-            "steps": 250,
-            "eval_every": 125,
-            "checkpoint_every": 250,
+            "steps": 200,
+            "eval_every": 100,
+            "checkpoint_every": 200,
             "runtime": {"threads": 1},
         },
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_tiny_faces
 from test_pretrain_f import env, stage, workdir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,12 +43,24 @@ def snapshot(root: Path, paths: tuple[str, ...]) -> dict[str, bytes]:
     return {path: (root / path).read_bytes() for path in paths}
 
 
-@pytest.fixture
-def trained(tmp_path: Path, tiny_faces: Path) -> Path:
-    """A finished run: its model, metrics, details and checkpoint are what every drill must leave in place."""
-    root = workdir(tmp_path / "run", tiny_faces, steps=12)
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One finished run (and its shards): its model, metrics, details and checkpoint are what a drill must keep."""
+    shards = make_tiny_faces(tmp_path_factory.mktemp("shards") / "shards" / "faces").parent
+    root = workdir(tmp_path_factory.mktemp("finished") / "run", shards, steps=12)
     stage(root)
-    return root
+    return root, shards
+
+
+@pytest.fixture
+def trained(finished: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A copy of the finished run for one drill."""
+    return Path(shutil.copytree(finished[0], tmp_path / "run"))
+
+
+@pytest.fixture
+def tiny_faces(finished: tuple[Path, Path]) -> Path:
+    return finished[1]
 
 
 def changed(root: Path, tiny_faces: Path) -> None:

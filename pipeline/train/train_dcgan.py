@@ -17,7 +17,7 @@ from pipeline.core.runner import StageError
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import Augment, ShardDataset, to_model_input
-from pipeline.evaluate.frechet import InceptionError
+from pipeline.evaluate.frechet import InceptionError, load_inception
 from pipeline.evaluate.gan import evaluate_generator
 from pipeline.models.dcgan import IMAGE_SIZE, Discriminator, Generator, fixed_noise, sample, save_dcgan
 from pipeline.train.checkpoint import RunKey
@@ -47,6 +47,8 @@ class TrainDcgan(ModelStage):
         self.f_path = Path(self.params.pretrain_f.model)
         if not self.f_path.is_file():
             raise StageError(f"{self.f_path} not found; train f first with `dvc repro pretrain_f`")
+        if self.section.inception is not None:
+            load_inception(self.section.inception)  # a missing or foreign file is said before training, not after
         self.data = read_faces(self.data_root)
         return self.data.train
 
