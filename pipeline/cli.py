@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -221,38 +222,147 @@ def train_dtn_cmd(params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None 
     train_dtn.main(with_overrides(params, set_))
 
 
+@app.command("train-avatar-params")
+def train_avatar_params_cmd(
+    params: ParamsOption = DEFAULT_PARAMS, set_: list[str] | None = set_option("avatar_params.steps=800")
+) -> None:
+    """Train the avatar-parameter heads as the `train_avatar_params` stage does (resumable; writes
+    models/avatar_params.pt, metrics and the people grid)."""
+    from stages import train_avatar_params
+
+    train_avatar_params.main(with_overrides(params, set_))
+
+
 @app.command("emojify")
 def emojify_cmd(
-    photo: Annotated[Path, typer.Argument(help="a photo with one face (JPEG, PNG, ...).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the emoji PNG to write.")] = Path("emoji.png"),
-    side_by_side: Annotated[bool, typer.Option(help="write the aligned face and the emoji side by side.")] = False,
-    model: Annotated[Path | None, typer.Option(help="the DTN to use (default: dtn.model).")] = None,
+    photos: Annotated[
+        list[Path], typer.Argument(help="one or more photos with one face each (JPEG, PNG, ...), or folders of them.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="the avatar PNG to write; a folder when given several photos or a folder."),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="also write the avatar API's parameters as JSON (a folder for several photos)."),
+    ] = None,
+    dtn_out: Annotated[
+        Path | None, typer.Option("--dtn", help="also write the DTN's emoji PNG (a folder for several photos).")
+    ] = None,
+    side_by_side: Annotated[bool, typer.Option(help="write the aligned face beside the avatar (and emoji).")] = False,
+    style: Annotated[int | None, typer.Option(help="4 = flat, 5 = deluxe (default: avatar_params.style).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="the avatar-parameter model (default: avatar_params.model).")
+    ] = None,
+    dtn_model: Annotated[Path | None, typer.Option(help="the DTN for --dtn (default: dtn.model).")] = None,
     f_model: Annotated[Path | None, typer.Option("--f", help="f to use (default: pretrain_f.model).")] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Turn the face in a photo into an emoji: detect, align, f, then the DTN's g."""
+    """Turn the face in a photo into an avatar: detect, align, f, predict the avatar API's parameters, and draw them
+    with the avatar engine (offline). Several photos or a folder load the models once and write one file per photo.
+    """
     from pipeline.core.checkpoint import CheckpointError
     from pipeline.core.storage import OutputError
-    from pipeline.core.viz import save_png
     from pipeline.infer.emojify import Emojifier
-    from pipeline.infer.emojify import side_by_side as pair
     from pipeline.infer.lookalike import LookalikeError
-    from pipeline.infer.photo import PhotoError, check_output, read_photo_bytes
+    from pipeline.infer.photo import PhotoError
     from pipeline.models.face_encoder import load_f
 
-    cfg = with_overrides(params, None) if model is None or f_model is None else None
-    model = model or Path(cfg.dtn.model)  # type: ignore[union-attr]
-    f_model = f_model or Path(cfg.pretrain_f.model)  # type: ignore[union-attr]
+    if style is not None and style not in (4, 5):
+        _fail(f"--style {style} is not a style of the avatar engine; use 4 (flat) or 5 (deluxe)")
+    cfg = with_overrides(params, None)
     try:
-        data = read_photo_bytes(photo)
-        check_output(out)
-        emojify = Emojifier(load_f(f_model), model)
-        emoji = emojify(data, name=str(photo))
-        save_png(out, pair(emoji) if side_by_side else emoji.emoji)
-        beside = " beside the aligned face" if side_by_side else ""
-        typer.echo(f"wrote {out} ({emoji.emoji.shape[0]}x{emoji.emoji.shape[1]} emoji{beside})")
+        jobs = emojify_jobs(photos, out, json_out, dtn_out)
+        emojify = Emojifier(
+            load_f(f_model or Path(cfg.pretrain_f.model)),
+            model or Path(cfg.avatar_params.model),
+            (dtn_model or Path(cfg.dtn.model)) if dtn_out is not None else None,
+            style,
+        )
     except (FileNotFoundError, CheckpointError, LookalikeError, PhotoError, OutputError) as exc:
         _fail(str(exc))
+    failed = run_emojify(jobs, emojify, side_by_side, cfg.crawl.avatars.endpoint)
+    if failed:
+        raise typer.Exit(1)
+
+
+def emojify_jobs(photos: list[Path], out: Path | None, json_out: Path | None, dtn_out: Path | None) -> list[Any]:
+    """One job per photo: where its avatar, JSON and DTN emoji go. One photo writes the named files; several photos
+    or a folder write `<stem>.png` (`.json`) into the named folders.
+
+    Raises:
+        PhotoError: for a missing input, an output that cannot be written, or a folder of no photos.
+    """
+    from pipeline.infer.photo import PhotoError, check_output, photo_files
+
+    batch = len(photos) > 1 or photos[0].is_dir()
+    if not batch:
+        outputs = [o for o in (out or Path("emoji.png"), json_out, dtn_out) if o is not None]
+        for path in outputs:
+            check_output(path)
+        return [(photos[0], out or Path("emoji.png"), json_out, dtn_out)]
+    files = photo_files(photos)
+    folders = [f for f in (out or Path("emoji"), json_out, dtn_out) if f is not None]
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise PhotoError(f"{folder} is a file; with several photos, -o, --json and --dtn name folders")
+    stems = [f.stem for f in files]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise PhotoError(f"photos share the name {twice[0]!r} (different folders); rename one so no output is lost")
+    jobs = []
+    for file in files:
+        png = (out or Path("emoji")) / f"{file.stem}.png"
+        jobs.append(
+            (
+                file,
+                png,
+                json_out / f"{file.stem}.json" if json_out is not None else None,
+                dtn_out / f"{file.stem}.png" if dtn_out is not None else None,
+            )
+        )
+    for folder in folders:
+        check_output(folder / "x.png")
+    return jobs
+
+
+def run_emojify(jobs: list[Any], emojify: Any, side_by_side: bool, endpoint: str) -> int:
+    """Answer every job, one line per photo it could not answer; returns how many failed."""
+    import json
+
+    from tqdm import tqdm
+
+    from pipeline.core.storage import OutputError, atomic_write_bytes
+    from pipeline.core.viz import save_png
+    from pipeline.infer.emojify import query_json
+    from pipeline.infer.emojify import side_by_side as beside
+    from pipeline.infer.lookalike import LookalikeError
+    from pipeline.infer.photo import PhotoError, read_photo_bytes
+
+    failed = 0
+    many = len(jobs) > 1
+    for photo, png, json_path, dtn_png in tqdm(jobs, desc="emojify", unit="photo", disable=not many):
+        try:
+            emoji = emojify(read_photo_bytes(photo), name=str(photo))
+            extra = [emoji.dtn] if emoji.dtn is not None and side_by_side else []
+            save_png(png, beside(emoji.aligned, emoji.avatar, *extra) if side_by_side else emoji.avatar)
+            written = [str(png)]
+            if json_path is not None:
+                body = json.dumps(query_json(emoji.spec, endpoint), indent=2) + "\n"
+                json_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(json_path, body.encode())
+                written.append(str(json_path))
+            if dtn_png is not None and emoji.dtn is not None:
+                save_png(dtn_png, emoji.dtn)
+                written.append(str(dtn_png))
+            if not many:
+                typer.echo(f"wrote {', '.join(written)}")
+        except (LookalikeError, PhotoError, OutputError) as exc:
+            failed += 1
+            tqdm.write(typer.style(f"skipped: {exc}" if many else str(exc), fg=typer.colors.RED), file=sys.stderr)
+    if many:
+        typer.echo(f"emojify: {len(jobs) - failed} of {len(jobs)} photos answered, in {jobs[0][1].parent}/")
+    return failed
 
 
 @app.command("train-cam")

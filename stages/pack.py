@@ -22,8 +22,10 @@ def main(given: Params | None = None) -> None:
         write_metrics(section.metrics, pack_metrics(metrics))
         write_metrics(section.details, metrics)
         print(
-            f"pack: {metrics['identities']} identities ({metrics['identities_dropped']} dropped), faces "
-            f"{metrics['faces_train']}/{metrics['faces_val']}/{metrics['faces_test']} train/val/test, "
+            f"pack: {metrics['identities']} identities to train on ({metrics['identities_dropped']} dropped), faces "
+            f"{metrics['faces_train']}/{metrics['faces_val']}/{metrics['faces_test']} train/val/test; "
+            f"{metrics['people_val']}/{metrics['people_test']} held-out val/test people "
+            f"({metrics['faces_people_val']}/{metrics['faces_people_test']} faces); "
             f"{metrics['avatars_total']} avatars, {metrics['bytes'] / 1e6:.1f} MB"
         )
         print(f"pack: shards in {section.out_dir}/, metrics in {section.metrics}")

@@ -79,7 +79,9 @@ def test_a_faces_dev_photo_finds_its_identity_after_a_small_training(tmp_path: P
     params = {
         "sandbox": {"photos": str(faces_dev)},
         "crawl": {"faces": {"identities": [], "per_identity": 20}, "avatars": {"count": 4}},
+        "pack": {"people_val_fraction": 0.0, "people_test_fraction": 0.0},  # every person is one f can name
         "pretrain_f": {
+            "avatars": {"weight": 0.0},
             "input_size": 64,
             "width": 0.125,
             "steps": 200,

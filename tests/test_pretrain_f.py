@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -30,6 +31,7 @@ TINY = {
     "weight_decay": 0.01,
     "warmup_steps": 2,
     "runtime": {"threads": 1},
+    "avatars": {"weight": 0.0},  # identity alone: these shards have no avatars (the two-domain test below has)
 }
 
 
@@ -201,6 +203,11 @@ CHANGES: dict[str, tuple[object, bool]] = {
     "eval_flip": (True, True),
     **{f"augment.{k}": (0.2, True) for k in ("flip", "crop", "brightness", "contrast", "saturation", "grey")},
     "augment.rotate": (5.0, True),
+    "avatars.weight": (0.5, True),
+    "avatars.batch_size": (16, True),
+    "avatars.randomize": (False, True),
+    "avatars.domain_confusion": (0.1, True),
+    "avatars.domain_hidden": (32, True),
     "runtime.device": ("cpu", True),  # CPU and CUDA kernels round differently
     "runtime.precision": ("bf16", True),
     "runtime.channels_last": (False, True),
@@ -222,7 +229,7 @@ def test_every_param_that_can_change_the_weights_changes_the_checkpoint_key() ->
     from pipeline.train.pretrain_f import run_key
 
     section = PretrainFParams()
-    nested = {"augment", "runtime"}
+    nested = {"augment", "runtime", "avatars"}
     keys = {k for k in PretrainFParams.model_fields if k not in nested}
     keys |= {f"{n}.{k}" for n in nested for k in type(getattr(section, n)).model_fields}
     assert keys == set(CHANGES), "a new pretrain_f key needs a line in CHANGES"
@@ -238,3 +245,29 @@ def test_every_param_that_can_change_the_weights_changes_the_checkpoint_key() ->
         changed = run_key(PretrainFParams.model_validate(raw), "data").value
         assert (changed != base) == shapes, key
     assert run_key(section, "other data").value != base
+
+
+def test_f_learns_the_avatars_parameters_beside_identity_and_the_domain_classifier_trains(
+    tmp_path: Path, tiny_faces: Path
+) -> None:
+    from test_dtn import make_tiny_avatars
+
+    make_tiny_avatars(tiny_faces / "avatars", side=40)
+    task = {"weight": 1.0, "batch_size": 8, "domain_confusion": 0.5, "domain_hidden": 8}
+    run = workdir(tmp_path / "run", tiny_faces, steps=12, avatars=task)
+    out = stage(run).stdout
+    assert "test top-1" in out
+    curves = run / "reports/pretrain_f/plots/metrics/train"
+    avatar = [float(line.split("\t")[1]) for line in (curves / "avatar_loss.tsv").read_text().splitlines()[1:]]
+    assert len(avatar) == 4 and all(np.isfinite(avatar)) and (curves / "domain_loss.tsv").is_file()
+    assert (run / "reports/pretrain_f/plots/images/train_avatars.png").is_file()
+    checkpoint = load_checkpoint(run / "models/checkpoints/pretrain_f/last.pt")["modules"]
+    assert {"model", "avatar_heads", "domain"} <= set(checkpoint)
+    encoder = load_f(run / "models/f.pt")  # f.pt holds the VGG alone: lookalike, CAM and the DTN read it as before
+    assert not any(k.startswith(("heads", "domain")) for k in encoder.net.state_dict())
+    from conftest import make_tiny_faces
+
+    make_tiny_faces(tmp_path / "bare" / "faces")
+    without = workdir(tmp_path / "none", tmp_path / "bare", steps=2, avatars={"weight": 1.0})
+    failed = stage(without, check=False)
+    assert failed.returncode == 1 and "index.parquet not found" in failed.stderr and "Traceback" not in failed.stderr

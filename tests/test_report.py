@@ -344,7 +344,7 @@ def test_a_folder_of_many_images_shows_a_few_from_first_to_last(tmp_path: Path) 
 def test_results_put_each_headline_beside_its_chance_and_the_baseline() -> None:
     """`i2c results` and the page's Results table: the headline numbers, what they read against, the change."""
     f_now = {"test_top1": 0.9, "chance_top1": 0.02, "test_top5": 1.0, "chance_top5": 0.1}
-    dtn = {"traits_above_chance_15pts": 2, "traits_compared": 7}
+    dtn = {"traits_read": 2, "traits_compared": 7}
     view = PipelineView(
         stages=[
             StageView("pretrain_f", metrics={"metrics/pretrain_f.json": f_now},
@@ -358,7 +358,7 @@ def test_results_put_each_headline_beside_its_chance_and_the_baseline() -> None:
     assert [(r.stage, r.label, r.value, r.against, r.baseline, r.change) for r in rows] == [
         ("pretrain_f", "test top-1", 0.9, "chance 0.02", 0.8, "+0.1"),
         ("pretrain_f", "test top-5", 1.0, "chance 0.1", 1.0, ""),
-        ("train_dtn", "traits >= 15 pts over chance", 2, "of 7", None, "new"),
+        ("train_dtn", "traits >= chance + 0.25 (held-out people)", 2, "of 7", None, "new"),
     ]
     lines = format_table(rows, "HEAD (abc)").splitlines()
     assert lines[0].split() == ["stage", "metric", "value", "against", "HEAD", "(abc)", "change"]

@@ -212,7 +212,8 @@ def test_stage_main_packs_and_writes_flat_metrics(tmp_path: Path, monkeypatch: p
     details = json.loads((tmp_path / "reports" / "details.json").read_text())
     assert details["faces_train"] + details["faces_val"] + details["faces_test"] == 22
     faces = {"kept": 22, "rejected": 4, "val": details["faces_val"], "test": details["faces_test"]}
-    assert metrics == {"faces": faces, "avatars": {"kept": 15, "rejected": 0}, "identities": 2}
+    held = {"val": 0, "test": 0}  # two people: both are needed to train on
+    assert metrics == {"faces": faces, "avatars": {"kept": 15, "rejected": 0}, "identities": 2, "held_out_people": held}
     assert json.loads((tmp_path / "reports" / "run.json").read_text())["status"] == "ok"
     monkeypatch.setattr(stage, "load_params", lambda: params(str(tmp_path / "missing")))
     with pytest.raises(SystemExit) as exit_info:

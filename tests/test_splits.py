@@ -10,6 +10,7 @@ from pipeline.crawl.face_store import hamming
 from pipeline.dataset.splits import (
     SplitError,
     hash_splits,
+    held_out_people,
     identity_labels,
     near_duplicate_clusters,
     split_faces,
@@ -108,3 +109,35 @@ def test_split_faces_refuses_to_merge_identities_sharing_a_folder() -> None:
     frame = _faces(np.random.default_rng(2), {"Ann": 2, "ANN": 2})
     with pytest.raises(SplitError, match="share the folder"):
         split_faces(frame, (0.8, 0.1, 0.1), seed=0, max_distance=8, min_faces=1)
+
+
+def test_held_out_people_are_whole_identities_no_trained_split_holds() -> None:
+    rng = np.random.default_rng(3)
+    people = {f"P{i:02d}": 12 for i in range(20)}
+    frame = _faces(rng, people)
+    frame.loc[12 * 7, "dhash"] = _flip(frame.loc[0, "dhash"], [3])  # P07's first photo ~ P00's first
+    result = split_faces(frame, (0.8, 0.1, 0.1), seed=0, max_distance=4, min_faces=5, people=(0.2, 0.1))
+    held = result.held_out
+    assert sorted(held.values()).count("people_val") == 4 and sorted(held.values()).count("people_test") == 2
+    kept = result.frame
+    trained = kept[kept["split"].isin(["train", "val", "test"])]
+    assert not set(trained["identity"]) & set(held), "a held-out person has photos in a trained split"
+    assert (
+        set(result.labels) == set(people) - set(held) and (kept.loc[kept["identity"].isin(held), "label"] == -1).all()
+    )
+    for name, split in held.items():
+        assert set(kept.loc[kept["identity"] == name, "split"]) == {split}
+        assert (kept["identity"] == name).sum() == 12, "a held-out person keeps every photo"
+    # no photo of a held-out person is also in training under another name (same photo, near-duplicate dHash)
+    assert not set(trained["cluster"]) & set(kept.loc[kept["identity"].isin(held), "cluster"])
+    assert result.shared_with_held_out == (1 if ("P00" in held) != ("P07" in held) else 0)
+    # seeded, and stable as people are added: the first 20 keep their verdicts when 10 more are crawled
+    assert held_out_people(list(people), (0.2, 0.1), 0) == held
+    assert held_out_people(list(people), (0.2, 0.1), 1) != held
+    more = held_out_people([*people, *(f"Q{i}" for i in range(10))], (0.2, 0.1), 0)
+    assert sum(more.get(name) == split for name, split in held.items()) >= 4
+
+
+def test_held_out_people_leave_two_identities_to_train_on() -> None:
+    assert len(held_out_people(["a", "b", "c"], (0.5, 0.4), 0)) == 1
+    assert held_out_people(["a", "b"], (0.3, 0.3), 0) == {}

@@ -147,9 +147,9 @@ class CrawlFacesParams(FetchParams):
     source: FaceSource = "sandbox"
     # A number N = the first N synthetic people of the sandbox (`pipeline.sandbox.people`), or a list of names;
     # an empty list with sandbox.photos or source folder = every folder there.
-    identities: Annotated[int, Field(ge=1)] | Annotated[tuple[str, ...], AsTuple] = 48
-    per_identity: int = Field(32, ge=1, le=1000)  # search results (candidates) considered per identity
-    min_per_identity: int = Field(16, ge=0, le=1000)
+    identities: Annotated[int, Field(ge=1)] | Annotated[tuple[str, ...], AsTuple] = 96
+    per_identity: int = Field(20, ge=1, le=1000)  # search results (candidates) considered per identity
+    min_per_identity: int = Field(12, ge=0, le=1000)
     min_size: int = Field(64, ge=1, le=10_000)
     near_duplicate_distance: DhashDistance = 8  # closer photos of one identity are near-duplicates
     engine_url: str | None = None  # base URL for bing/google/baidu/flickr; None = the engine's real host
@@ -257,6 +257,8 @@ class PackParams(_Section):
     photo_size: int = Field(256, ge=32, le=4096)  # side of the letterboxed raw photos for CAM
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
+    people_val_fraction: float = Field(0.2, ge=0, lt=1)  # of the identities, set aside whole: no stage trains on them
+    people_test_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
     near_duplicate_distance: DhashDistance = 8  # closer photos never straddle two splits
     min_faces_per_identity: int = Field(10, ge=1, le=100_000)  # fewer aligned faces: identity dropped, reported
@@ -268,6 +270,12 @@ class PackParams(_Section):
             raise ValueError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no train split; "
                 "keep the sum below 1"
+            )
+        if self.people_val_fraction + self.people_test_fraction >= 1:
+            raise ValueError(
+                f"people_val_fraction + people_test_fraction = "
+                f"{self.people_val_fraction + self.people_test_fraction:g} leaves no identity to train on; keep the "
+                "sum below 1"
             )
         return self
 
@@ -299,6 +307,17 @@ class AugmentParams(_Section):
     saturation: float = Field(0.1, ge=0, le=1)
     rotate: float = Field(0.0, ge=0, le=45)  # largest in-plane rotation, degrees either way
     grey: float = Field(0.0, ge=0, le=1)  # probability of a grey image
+
+
+class AvatarTaskParams(_Section):
+    """`pretrain_f.avatars`: f also learns the avatar API's parameters of the crawled avatars, so that what it
+    carries of a face's traits holds in both domains (the avatar route and the DTN read avatars through f)."""
+
+    weight: float = Field(1.0, ge=0, le=100)  # the avatar loss beside identity's; 0 = photos only (the seed's f)
+    batch_size: int = Field(32, ge=1, le=100_000)  # avatars per step, beside pretrain_f.batch_size photos
+    randomize: bool = True  # photo-like avatars (backgrounds, shading, exposure, blur, noise, pose)
+    domain_confusion: float = Field(0.0, ge=0, le=100)  # gradient-reversal weight of a photo-vs-avatar classifier
+    domain_hidden: int = Field(64, ge=1, le=65_536)  # that classifier's hidden width
 
 
 class LoopParams(_Section):
@@ -337,6 +356,7 @@ class PretrainFParams(LoopParams):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     eval_flip: bool = False  # evaluate (and answer lookalike) on the mean logits of the face and its mirror image
     augment: AugmentParams = AugmentParams()
+    avatars: AvatarTaskParams = AvatarTaskParams()  # the second domain: avatars and their known parameters
     model: str = "models/f.pt"
     metrics: str = "metrics/pretrain_f.json"
     details: str = "reports/details/pretrain_f.json"  # test accuracy per identity, the selected step's val numbers
@@ -484,6 +504,35 @@ class DtnParams(_Section):
         return self
 
 
+class AvatarParamsParams(LoopParams):
+    """`train_avatar_params`: avatar API parameters from f (Wolf, Taigman & Polyak 2017), on the crawled avatars'
+    known parameters; the emoji is the avatar engine's render of them.
+
+    It trains on photo-like variants of the train avatars (domain randomisation), selects on the people of
+    `people_val` and reports on those of `people_test`: whole identities that no stage trained on.
+    """
+
+    steps: int = Field(400, ge=1, le=10_000_000)
+    batch_size: int = Field(64, ge=1, le=100_000)
+    eval_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    lr: float = Field(0.002, gt=0, le=10)  # AdamW, cosine after a 20-step warm-up
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    hidden: int = Field(256, ge=1, le=65_536)  # the hidden layer the per-key heads share
+    dropout: float = Field(0.2, ge=0, lt=1)
+    randomize: bool = True  # photo-like avatars (backgrounds, shading, exposure, blur, noise, pose); false = as crawled
+    align_domains: bool = True  # standardise f per domain (photos by the train photos' stats, avatars by their own)
+    style: Literal[4, 5] = 5  # the look of the drawn avatar: 4 = flat, 5 = deluxe
+    skin_tone_bins: int = Field(3, ge=2, le=12)  # skin tone compared by brightness rank: light .. dark groups
+    grid_people: int = Field(12, ge=1, le=256)  # test people in the photo | avatar | true avatar grid
+    model: str = "models/avatar_params.pt"  # the heads, their vocabulary, f's run key, the resolved params
+    metrics: str = "metrics/avatar_params.json"
+    details: str = "reports/details/avatar_params.json"  # every key's accuracy, the selected step, per-person answers
+    run_log: str = "reports/runs/train_avatar_params.json"  # this run's steps, speed and resume (not a DVC output)
+    live_dir: str = "reports/train_avatar_params"  # dvclive curves and the people grid
+    checkpoint_dir: str = "models/checkpoints/train_avatar_params"  # the resume state after a kill
+
+
 class ReportParams(_Section):
     """`report`: one static HTML page of every stage's metrics, curves and samples, and the metrics flattened."""
 
@@ -505,6 +554,7 @@ class Params(_Section):
     cam: CamParams = CamParams()
     dcgan: DcganParams = DcganParams()
     dtn: DtnParams = DtnParams()
+    avatar_params: AvatarParamsParams = AvatarParamsParams()
     report: ReportParams = ReportParams()
 
 

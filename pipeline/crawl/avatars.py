@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 from tqdm import tqdm
@@ -24,7 +23,7 @@ from pipeline.core.storage import DiskFullError, content_path, write_content
 from pipeline.crawl.fetch import USER_AGENT, FetchOutcome, RetryPolicy, fetch_image, fetch_json
 from pipeline.crawl.partition import take_part
 from pipeline.crawl.validate import ImageLimits, ImageRejected, validate_image
-from pipeline.sandbox.app import ASSETS_PATH, PREVIEW_PATH
+from pipeline.sandbox.app import ASSETS_PATH, preview_url
 from pipeline.sandbox.server import SandboxServer, served_content
 
 BASE_COLUMNS = ["key", "gender", "style", "scale", "rotation"]
@@ -89,10 +88,6 @@ def sample(cfg: CrawlAvatarsParams, catalogue: traits.Catalogue) -> list[traits.
             f"crawl.avatars (count {cfg.count}, trait_presence {cfg.trait_presence!r}) does not fit the catalogue of "
             f"{cfg.endpoint}: {exc}. Change those params; nothing saved earlier was changed."
         ) from None
-
-
-def preview_url(base: str, spec: traits.AvatarSpec) -> str:
-    return f"{base}{PREVIEW_PATH}?{urlencode(spec.query())}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from pipeline.dataset.splits import SPLITS
+from pipeline.dataset.splits import ALL_SPLITS
 
 REPACK = "re-run `dvc repro pack` to rebuild it"
 # Per process: shard path -> (size, mtime_ns, inode) of the bytes whose sha256 matched the index. Forked
@@ -28,6 +28,13 @@ _VERIFIED: dict[str, tuple[int, int, int]] = {}
 
 class ShardError(RuntimeError):
     """A shard or index is missing, truncated or corrupt; the message names the file."""
+
+
+def all_images(splits: list[ShardDataset]) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Every image of the splits, uint8 (N, H, W, 3), and their index rows."""
+    images = torch.cat([s.gather(np.arange(len(s)))["image"] for s in splits if len(s)])
+    rows = pd.concat([s.index for s in splits if len(s)])
+    return images, rows
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -85,8 +92,8 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str | None = None, max_open: int = 128) -> None:
-        if split not in (None, *SPLITS):
-            raise ValueError(f"split={split!r}: use one of {SPLITS} or None for all")
+        if split not in (None, *ALL_SPLITS):
+            raise ValueError(f"split={split!r}: use one of {ALL_SPLITS} or None for all")
         self.root = Path(root)
         path = self.root / "index.parquet"
         if not path.is_file():

@@ -21,7 +21,7 @@ from pipeline.core.params import PackParams, Params, resolved
 from pipeline.core.schema import TRAIT_COLUMNS
 from pipeline.core.storage import atomic_write_bytes, atomic_write_json, remove_partials
 from pipeline.core.viz import letterbox
-from pipeline.dataset.splits import SPLITS, SplitError, hash_splits, seeded_key, split_faces
+from pipeline.dataset.splits import ALL_SPLITS, PEOPLE_SPLITS, SplitError, hash_splits, seeded_key, split_faces
 from pipeline.faces.detect import ImageDecodeError, decode_image
 
 log = logging.getLogger("img2caricature.pack")
@@ -88,7 +88,7 @@ def write_dataset(
     """
     placed, kept_files = [], {out / "index.parquet"}
     chunks = []
-    for split in SPLITS:
+    for split in ALL_SPLITS:
         positions = np.flatnonzero((rows["split"] == split).to_numpy())
         starts = range(0, len(positions), shard_size)
         chunks += [(split, i, positions[start : start + shard_size]) for i, start in enumerate(starts)]
@@ -213,6 +213,7 @@ def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict
             params.seed,
             params.near_duplicate_distance,
             params.min_faces_per_identity,
+            (params.people_val_fraction, params.people_test_fraction),
         )
     except SplitError as exc:
         raise PackError(str(exc)) from None
@@ -228,17 +229,22 @@ def pack(params: PackParams, inputs: PackInputs, progress: bool = False) -> dict
     for dataset, (rows, load) in _jobs(params, inputs, split.frame, avatars_in).items():
         index = write_dataset(rows, load, out_dir / dataset, params.shard_size, params.workers, progress)
         _write_index(out_dir / dataset, index, dataset, record)
-        for name in SPLITS:
+        for name in ALL_SPLITS:
             metrics[f"{dataset}_{name}"] = int((index["split"] == name).sum())
         shards = index.drop_duplicates("shard")
         metrics[f"{dataset}_total"], metrics[f"{dataset}_shards"] = len(index), len(shards)
         metrics[f"{dataset}_bytes"] = int(shards["shard_bytes"].sum())
     labels = {str(label): name for name, label in sorted(split.labels.items(), key=lambda kv: kv[1])}
-    atomic_write_json(out_dir / LABELS_FILE, {"labels": labels, "dropped": split.dropped, "params": record})
+    held = {name: sorted(k for k, v in split.held_out.items() if v == name) for name in PEOPLE_SPLITS}
+    labels_file = {"labels": labels, "held_out_people": held, "dropped": split.dropped, "params": record}
+    atomic_write_json(out_dir / LABELS_FILE, labels_file)
     metrics.update(
         faces_in=len(faces_in),
         avatars_in=len(avatars_in),
         identities=len(split.labels),
+        people_val=len(held["people_val"]),
+        people_test=len(held["people_test"]),
+        shared_with_held_out=split.shared_with_held_out,
         identities_dropped=len(split.dropped),
         faces_in_dropped_identities=int(faces_in["identity"].isin(split.dropped).sum()),
         duplicate_rows=split.duplicate_rows,
@@ -258,4 +264,5 @@ def pack_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "faces": faces,
         "avatars": {"kept": summary["avatars_total"], "rejected": summary["avatars_in"] - summary["avatars_total"]},
         "identities": summary["identities"],
+        "held_out_people": {"val": summary["people_val"], "test": summary["people_test"]},
     }

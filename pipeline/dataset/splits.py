@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # every identity's photos, split by photo (f and CAM classify these people)
+# Whole identities that no stage trains on: per-person verdicts (traits, avatar parameters) are measured on them.
+PEOPLE_SPLITS = ("people_val", "people_test")
+ALL_SPLITS = SPLITS + PEOPLE_SPLITS
 _HEX_DIGITS = 64  # a 256-bit dHash as written by pipeline.crawl.face_store.dhash256
 
 
@@ -135,6 +138,8 @@ class FaceSplit:
     dropped: dict[str, str] = field(default_factory=dict)
     duplicate_rows: int = 0
     shared_clusters: int = 0
+    held_out: dict[str, str] = field(default_factory=dict)  # identity -> people_val | people_test
+    shared_with_held_out: int = 0  # rows of trained identities dropped: the same photo as a held-out person's
 
 
 def _check_folders(frame: pd.DataFrame) -> None:
@@ -147,17 +152,42 @@ def _check_folders(frame: pd.DataFrame) -> None:
             raise SplitError(f"identities {sorted(names)} share the folder {folder!r}; rename one and re-crawl")
 
 
+def held_out_people(identities: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
+    """Whole identities set aside as (people_val, people_test), by a seeded hash of each name.
+
+    The counts are the fractions of the identities (largest remainder; a non-zero share gets at least one person
+    while two are left to train on). An identity's place in the seeded order does not depend on the other names, so
+    adding people to a crawl moves few of the earlier ones.
+    """
+    names = sorted(set(identities), key=lambda name: (seeded_key(seed, f"people|{name}"), name))
+    counts = split_targets(len(names), [1.0 - sum(fractions), *fractions])[1:]
+    while sum(counts) > max(len(names) - 2, 0):  # keep two people for the identity classifiers
+        counts[counts.index(max(counts))] -= 1
+    out: dict[str, str] = {}
+    for split, count in zip(PEOPLE_SPLITS, counts, strict=True):
+        for name in names[len(out) : len(out) + count]:
+            out[name] = split
+    return out
+
+
 def split_faces(
-    frame: pd.DataFrame, fractions: Sequence[float], seed: int, max_distance: int, min_faces: int
+    frame: pd.DataFrame,
+    fractions: Sequence[float],
+    seed: int,
+    max_distance: int,
+    min_faces: int,
+    people: Sequence[float] = (0.0, 0.0),
 ) -> FaceSplit:
-    """Assign every aligned face to a split: per identity, stratified by the fractions, whole clusters at a time.
+    """Assign every aligned face to a split: whole held-out people first, then per identity, stratified by the
+    fractions, whole clusters at a time.
 
     Args:
         frame: rows with `identity`, `source_sha256` and `dhash` (only status "ok" rows should be passed).
-        fractions: (train, val, test) shares, summing to 1.
-        seed: decides which clusters of an identity go where.
+        fractions: (train, val, test) shares of each trained identity's photos, summing to 1.
+        seed: decides which clusters of an identity go where, and which people are held out.
         max_distance: dHash bits within which two photos are the same photo (any identity).
         min_faces: identities with fewer distinct faces are dropped and reported.
+        people: (people_val, people_test) shares of the kept identities set aside whole; their label is -1.
     """
     _check_folders(frame)
     kept = frame.drop_duplicates(["identity", "source_sha256"], keep="first")
@@ -171,6 +201,12 @@ def split_faces(
     kept = kept[~kept["identity"].isin(dropped)].reset_index(drop=True)
     clusters = near_duplicate_clusters(list(kept["source_sha256"]), list(kept["dhash"]), max_distance)
     kept = kept.assign(cluster=clusters)
+    held = held_out_people(list(kept["identity"]), people, seed) if any(people) else {}
+    in_held = kept["identity"].isin(held)
+    # a photo that is also a held-out person's photo (same bytes or near-duplicate) leaves the trained side
+    leaking = ~in_held & kept["cluster"].isin(set(kept.loc[in_held, "cluster"]))
+    shared_with_held_out = int(leaking.sum())
+    held_rows, kept = kept[in_held].copy(), kept[~in_held & ~leaking].copy()
     cluster_split: dict[int, int] = {}
     for identity, group in kept.groupby("identity", sort=True):
         targets = split_targets(len(group), fractions)
@@ -189,5 +225,8 @@ def split_faces(
     labels = identity_labels(list(kept["identity"]))
     kept["split"] = [SPLITS[cluster_split[c]] for c in kept["cluster"]]
     kept["label"] = kept["identity"].map(labels).astype("int64")
-    shared = int((kept.groupby("cluster")["identity"].nunique() > 1).sum())
-    return FaceSplit(kept, labels, dropped, duplicate_rows, shared)
+    held_rows = held_rows.assign(split=held_rows["identity"].map(held), label=-1)
+    frame_out = pd.concat([kept, held_rows]).sort_index() if len(held_rows) else kept
+    frame_out = frame_out.reset_index(drop=True)
+    shared = int((frame_out.groupby("cluster")["identity"].nunique() > 1).sum())
+    return FaceSplit(frame_out, labels, dropped, duplicate_rows, shared, held, shared_with_held_out)

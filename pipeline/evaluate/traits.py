@@ -1,4 +1,4 @@
-"""Trait agreement: trait classes from the trait columns, a small avatar trait classifier, agreement with chance."""
+"""Trait verdicts: trait classes from trait columns, a small avatar trait classifier, balanced accuracy with chance."""
 
 from __future__ import annotations
 
@@ -11,67 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.core.traits import HAIR_TONES, NONE, SKIN_TONES, tone_to_rgb
+from pipeline.core.trait_classes import TRAITS, class_counts, skin_tone_rank, trait_classes
 
-# Hair option ids: the catalogue's short styles start at 2200, its long ones at 2300 (pipeline.core.traits).
-LONG_HAIR_FROM = 2300
-
-
-def _luma(tone: int) -> float:
-    r, g, b = tone_to_rgb(tone)
-    return 0.299 * r + 0.587 * g + 0.114 * b
-
-
-def skin_tone_rank(tone: int) -> int:
-    """The rank of a skin tone from the lightest (0) to the darkest (11) by brightness.
-
-    Synthetic photos lighten dark skin so that Haar finds it, but keep this order; skin tone is compared by it.
-    """
-    order = sorted(SKIN_TONES, key=_luma, reverse=True)
-    return order.index(int(tone))
-
-
-def trait_classes(rows: pd.DataFrame, skin_tone_bins: int = 3) -> pd.DataFrame:
-    """The compared traits of rows with trait columns, as class ids (-1 where the row has no ground truth).
-
-    gender (male, female); glasses, hat, beard (none, some); hair (bald, short, long); hair_tone (the 12 catalogue
-    tones); skin_tone (its brightness rank cut into `skin_tone_bins` equal groups, lightest first).
-    """
-    known = rows["gender"].notna() if "gender" in rows else pd.Series(False, index=rows.index)
-    out = pd.DataFrame(index=rows.index)
-    if not known.any():
-        return out.assign(**{name: -1 for name in TRAITS})
-    part = rows[known]
-    hair = part["hair"].astype(int)
-    values = {
-        "gender": part["gender"].astype(int) - 1,
-        "glasses": (part["glasses"].astype(int) != NONE).astype(int),
-        "hat": (part["hat"].astype(int) != NONE).astype(int),
-        "beard": (part["beard"].astype(int) != NONE).astype(int),
-        "hair": np.where(hair == NONE, 0, np.where(hair >= LONG_HAIR_FROM, 2, 1)),
-        "hair_tone": part["hair_tone"].astype(int).map(HAIR_TONES.index),
-        "skin_tone": part["skin_tone"].astype(int).map(lambda t: skin_tone_rank(t) * skin_tone_bins // len(SKIN_TONES)),
-    }
-    for name in TRAITS:
-        out[name] = -1
-        out.loc[known, name] = np.asarray(values[name], dtype=np.int64)
-    return out.astype(np.int64)
-
-
-TRAITS = ("gender", "glasses", "hat", "beard", "hair", "hair_tone", "skin_tone")
-
-
-def class_counts(skin_tone_bins: int) -> dict[str, int]:
-    """How many classes each compared trait has."""
-    return {
-        "gender": 2,
-        "glasses": 2,
-        "hat": 2,
-        "beard": 2,
-        "hair": 3,
-        "hair_tone": len(HAIR_TONES),
-        "skin_tone": skin_tone_bins,
-    }
+__all__ = ["TRAITS", "class_counts", "skin_tone_rank", "trait_classes"]  # the trait space, read from core
 
 
 class TraitNet(nn.Module):
@@ -140,25 +82,42 @@ def predict_traits(net: TraitNet, images: torch.Tensor) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class Agreement:
-    """How often predicted traits equal the truth, and the majority-class share (chance) of the truth."""
+class Balanced:
+    """Balanced accuracy (the mean recall over the classes present in the truth) and its chance, 1 / classes."""
 
     accuracy: float
     chance: float
+    classes: int
     count: int
 
+    @property
+    def above_chance(self) -> float:
+        return self.accuracy - self.chance
 
-def agreement(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Agreement]:
-    """Per trait: accuracy of `predicted` against `truth` over the rows whose truth is known (>= 0)."""
+
+def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> Balanced | None:
+    """The mean over the classes in `truth` (>= 0; -1 = unknown) of the share of their rows `predicted` gets right.
+
+    A model that always answers the majority class scores 1 / K with K classes present, whatever their balance,
+    so rare traits (hats, glasses) cannot hide behind the majority share. None when no row has a known truth.
+    """
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    known = truth >= 0
+    if not known.any():
+        return None
+    predicted, truth = predicted[known], truth[known]
+    present = np.unique(truth)
+    recalls = [float((predicted[truth == c] == c).mean()) for c in present]
+    return Balanced(float(np.mean(recalls)), 1.0 / len(present), len(present), int(known.sum()))
+
+
+def balanced_table(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Balanced]:
+    """`balanced_accuracy` of every trait column of `truth` that has a known row."""
     out = {}
     for name in truth.columns:
-        known = truth[name].to_numpy() >= 0
-        if not known.any():
-            continue
-        true = truth[name].to_numpy()[known]
-        hits = predicted[name].to_numpy()[known] == true
-        chance = np.bincount(true).max() / len(true)
-        out[name] = Agreement(float(hits.mean()), float(chance), int(known.sum()))
+        score = balanced_accuracy(predicted[name].to_numpy(), truth[name].to_numpy())
+        if score is not None:
+            out[name] = score
     return out
 
 
@@ -195,11 +154,12 @@ def embedding_probe(
     train_truth: pd.DataFrame,
     tests: Mapping[str, tuple[torch.Tensor, pd.DataFrame]],
     classes: Mapping[str, int],
-) -> dict[str, dict[str, Agreement]]:
+) -> dict[str, dict[str, Balanced]]:
     """What an embedding says of each trait: a linear probe per trait fitted on `train` (N, D) with its truth, and
-    its agreement on every named test set of (embeddings, truth). Traits with a single class in training are skipped.
+    its balanced accuracy on every named test set of (embeddings, truth). Traits with a single class in training are
+    skipped.
     """
-    out: dict[str, dict[str, Agreement]] = {name: {} for name in tests}
+    out: dict[str, dict[str, Balanced]] = {name: {} for name in tests}
     for trait, n in classes.items():
         known = train_truth[trait].to_numpy() >= 0
         if len(np.unique(train_truth[trait].to_numpy()[known])) < 2:
@@ -208,5 +168,5 @@ def embedding_probe(
         for name, (features, truth) in tests.items():
             with torch.no_grad():
                 predicted = pd.DataFrame({trait: layer(features.float()).argmax(1).numpy()})
-            out[name].update(agreement(predicted, truth[[trait]].reset_index(drop=True)))
+            out[name].update(balanced_table(predicted, truth[[trait]].reset_index(drop=True)))
     return out

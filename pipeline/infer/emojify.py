@@ -1,19 +1,25 @@
-"""`i2c emojify`: a photo to an emoji through the DTN: detect, align, f, g (and the aligned face beside it)."""
+"""`i2c emojify`: a photo to an avatar. The default route predicts the avatar API's parameters from f and lets the
+avatar engine draw them (always a clean avatar); `--dtn` also draws the DTN's emoji, g(f(x))."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from pipeline.core.traits import AvatarSpec
 from pipeline.dataset.loader import to_uint8_images
 from pipeline.faces.align import AlignResult
 from pipeline.infer.lookalike import LookalikeError, align_photo
+from pipeline.models.avatar_params import load_avatar_params
 from pipeline.models.dtn import load_generator
 from pipeline.models.face_encoder import FaceEncoder
+from pipeline.sandbox.app import preview_url
+from pipeline.sandbox.avatar import render_avatar
 
 
 class EmojifyError(LookalikeError):
@@ -22,48 +28,73 @@ class EmojifyError(LookalikeError):
 
 @dataclass(frozen=True)
 class Emoji:
-    """An emoji made from one photo: the emoji, the aligned face f saw, and the detection."""
+    """What one photo gave: the avatar's parameters and the engine's render, the DTN's emoji when asked, the aligned
+    face f saw, and the detection."""
 
-    emoji: np.ndarray  # (S, S, 3) uint8
+    spec: AvatarSpec
+    avatar: np.ndarray  # (256, 256, 3) uint8: the engine's render of `spec`
+    dtn: np.ndarray | None  # (S, S, 3) uint8: g(f(x)), when a DTN was loaded
     aligned: np.ndarray  # (A, A, 3) uint8
     align: AlignResult
 
 
+def _check_f(path: Path, trained_on: Any, encoder: FaceEncoder, stage: str) -> None:
+    current = encoder.info.get("run", {}).get("key")
+    if trained_on and current and trained_on != current:
+        raise EmojifyError(
+            f"{path} was trained on another f (run key {trained_on}, f.pt now has {current}); "
+            f"re-train it with `dvc repro {stage}`"
+        )
+
+
 class Emojifier:
-    """f and g together, checked to belong together (g was trained on this f).
+    """f, the avatar-parameter heads and (optionally) the DTN's g, loaded once and checked to belong to this f.
 
     Raises:
-        FileNotFoundError: when dtn.pt is missing (`dvc repro train_dtn`).
-        EmojifyError: when dtn.pt was trained on another f than the one given.
+        FileNotFoundError: when a model file is missing (the message names the stage that writes it).
+        EmojifyError: when a model was trained on another f than the one given.
+        pipeline.core.checkpoint.CheckpointError: when a model file is corrupt.
     """
 
-    def __init__(self, encoder: FaceEncoder, dtn_path: Path) -> None:
+    def __init__(self, encoder: FaceEncoder, params_path: Path, dtn_path: Path | None = None, style: int | None = None):
         self.encoder = encoder
-        self.g, self.info = load_generator(dtn_path, next(encoder.parameters()).device)
-        trained_on = self.info.get("f_key")
-        current = encoder.info.get("run", {}).get("key")
-        if trained_on and current and trained_on != current:
-            raise EmojifyError(
-                f"{dtn_path} was trained on another f (run key {trained_on}, f.pt now has {current}); "
-                "re-train it with `dvc repro train_dtn`"
-            )
+        device = next(encoder.parameters()).device
+        self.heads, self.info = load_avatar_params(params_path, device)
+        _check_f(params_path, self.info.get("f_key"), encoder, "train_avatar_params")
+        self.style = int(style or self.info.get("style", 5))
+        self.g = None
+        if dtn_path is not None:
+            self.g, dtn_info = load_generator(dtn_path, device)
+            _check_f(dtn_path, dtn_info.get("f_key"), encoder, "train_dtn")
 
     @torch.no_grad()
     def __call__(self, data: bytes, name: str = "the photo") -> Emoji:
-        """The emoji of the one face in a photo's bytes.
+        """The avatar of the one face in a photo's bytes.
 
         Raises:
             LookalikeError: when the bytes are not an image or hold no usable face.
         """
         result = align_photo(data, self.encoder, name)
         embedding = self.encoder.embed(torch.from_numpy(result.image)[None])  # (1, D)
-        emoji = to_uint8_images(self.g(embedding))[0].numpy()  # (S, S, 3)
-        return Emoji(emoji, result.image, result)
+        spec = self.heads.decode(self.heads(embedding), self.style)[0]
+        dtn = to_uint8_images(self.g(embedding))[0].numpy() if self.g is not None else None
+        return Emoji(spec, render_avatar(spec), dtn, result.image, result)
 
 
-def side_by_side(emoji: Emoji) -> np.ndarray:
-    """The aligned face and its emoji, both at the aligned face's side, 4 px apart."""
-    side = emoji.aligned.shape[0]
-    big = cv2.resize(emoji.emoji, (side, side), interpolation=cv2.INTER_NEAREST)
+def query_json(spec: AvatarSpec, endpoint: str | None = None) -> dict[str, Any]:
+    """The avatar API's query parameters as the crawl manifest records them (integers; tones as decimal RGB, -1 for
+    none), and `url`: the endpoint's preview URL of them when an endpoint (not the offline sandbox) is configured."""
+    out: dict[str, Any] = {key: int(value) for key, value in spec.query().items()}
+    if endpoint and endpoint != "sandbox":
+        out["url"] = preview_url(endpoint.rstrip("/"), spec)
+    return out
+
+
+def side_by_side(face: np.ndarray, *images: np.ndarray) -> np.ndarray:
+    """The aligned face and the given images, all at the aligned face's side, 4 px apart."""
+    side = face.shape[0]
     gap = np.full((side, 4, 3), 255, np.uint8)
-    return np.concatenate([emoji.aligned, gap, big], axis=1)
+    tiles = [face]
+    for image in images:
+        tiles += [gap, cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)]
+    return np.concatenate(tiles, axis=1)

@@ -77,3 +77,26 @@ def check_output(out: Path) -> None:
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise PhotoError(f"{out} cannot be written: {existing} is not a folder you can write to; choose another -o")
+
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+def photo_files(paths: list[Path]) -> list[Path]:
+    """The photos named: files as given, folders as their photo files (by suffix, sorted, not recursive).
+
+    Raises:
+        PhotoError: for a path that does not exist, or when no photo is left.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise PhotoError(f"{path} not found; pass photos or folders of photos")
+    if not files:
+        shown = ", ".join(str(p) for p in paths)
+        raise PhotoError(f"no photo ({'/'.join(PHOTO_SUFFIXES)}) in {shown}; pass photos or folders of photos")
+    return files

@@ -100,7 +100,8 @@ def build_report(params: Params, root: Path = Path(".")) -> dict[str, Any]:
 
 
 def docs_pictures(params: Params, out: Path, root: Path = Path(".")) -> list[Path]:
-    """Copy the run's headline pictures into `out` (README's figures): the photo -> emoji grid, the CAM overlays,
+    """Copy the run's headline pictures into `out` (README's figures): the people | avatar grid, the photo -> emoji
+    grid, the CAM overlays,
     the DCGAN's final grid and its GIF. Returns the files written; a picture the run has not made is skipped."""
     import shutil
 
@@ -109,6 +110,7 @@ def docs_pictures(params: Params, out: Path, root: Path = Path(".")) -> list[Pat
     from pipeline.core.storage import atomic_write_bytes
 
     images = {
+        "avatar_params_people.png": Path(params.avatar_params.live_dir) / "plots/images/people_avatars.png",
         "dtn_photo_emoji.png": Path(params.dtn.live_dir) / "plots/images/photo_emoji_final.png",
         "cam_overlays.jpg": Path(params.cam.live_dir) / "plots/images/test_overlays.png",
         "dcgan_samples.jpg": Path(params.dcgan.live_dir) / "plots/images/samples_final.png",

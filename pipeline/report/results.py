@@ -55,9 +55,18 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
     "train_dtn": (
         Headline("median retrieval rank", "median_rank", "chance_rank", "chance"),
         Headline("identity top-1 of the emoji", "identity_top1", "chance_top1", "chance"),
-        Headline("traits >= 15 pts over chance", "traits_above_chance_15pts", "traits_compared", "of"),
+        Headline("traits >= chance + 0.25 (held-out people)", "traits_read", "traits_compared", "of"),
         Headline("emoji spread (0 = one emoji for all)", "emoji_spread", "avatar_spread", "avatars"),
-        Headline("L_TID on held-out avatars", "test_tid"),
+        Headline("L_TID on held-out avatars", "test_tid", "tid_mean_avatar", "mean avatar"),
+    ),
+    "train_avatar_params": (
+        Headline("traits >= chance + 0.25 (held-out people)", "traits_read", "traits_compared", "of"),
+        *(
+            Headline(
+                f"{trait} balanced accuracy", f"traits.{trait}.balanced_accuracy", f"traits.{trait}.chance", "chance"
+            )
+            for trait in ("gender", "glasses", "hat", "beard", "hair", "hair_tone", "skin_tone")
+        ),
     ),
 }
 

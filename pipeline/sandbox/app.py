@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from aiohttp import web
 
 from pipeline.core import traits
@@ -11,6 +13,11 @@ from pipeline.sandbox.state import SANDBOX_KEY, Sandbox
 
 ASSETS_PATH = "/avatar-builder-v3/assets"
 PREVIEW_PATH = "/avatar-builder-v3/preview/head"
+
+
+def preview_url(base: str, spec: traits.AvatarSpec) -> str:
+    """The avatar API's preview URL of `spec` under the endpoint `base` (the sandbox's or a real one)."""
+    return f"{base}{PREVIEW_PATH}?{urlencode(spec.query())}"
 
 
 def bad_request(parameter: str, message: str) -> web.Response:

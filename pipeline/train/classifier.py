@@ -109,12 +109,15 @@ class ClassifierStage(ModelStage):
     net: nn.Module  # what the training forward pass calls (the model, or its DDP/compiled wrapper)
     augment: Augment
 
-    def networks(self, model: nn.Module, net: nn.Module) -> Networks:
-        """The one optimiser of `model`, the lr schedule, and selection on val when there is a val split."""
+    def networks(self, model: nn.Module, net: nn.Module, extra: dict[str, nn.Module] | None = None) -> Networks:
+        """The one optimiser of `model` (and of the `extra` modules trained beside it, checkpointed by name), the lr
+        schedule, and selection on val when there is a val split."""
         self.model, self.net = model, net
         self.augment = Augment(**self.section.augment.model_dump())
         select = best_on_val if len(self.data.val) else None
-        return Networks({"model": model}, {"model": make_optimizer(self.section, model)}, select, self.lr_at)
+        modules = {"model": model, **(extra or {})}
+        optimizer = make_optimizer(self.section, nn.ModuleList(modules.values()))
+        return Networks(modules, {"model": optimizer}, select, self.lr_at)
 
     def lr_at(self, step: int) -> float:
         return lr_factor(step, self.section.steps, self.section.warmup_steps, self.section.schedule)

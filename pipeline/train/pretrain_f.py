@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipeline.core.params import PretrainFParams, resolved
 from pipeline.core.reuse import code_version, shaping_params
+from pipeline.core.runner import StageError
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import Augment, ShardDataset, to_model_input, to_uint8_images
+from pipeline.dataset.randomize import Randomize, randomize_avatars
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
+from pipeline.models.avatar_params import AvatarParamsNet, class_targets
 from pipeline.models.face_encoder import save_f
+from pipeline.models.multitask import TwoDomainNet
 from pipeline.models.vgg import VGG
 from pipeline.train.checkpoint import RunKey
 from pipeline.train.classifier import ClassifierStage, FaceData, read_faces
@@ -26,25 +32,90 @@ CONFUSION_FILE = "confusion.json"
 
 class PretrainF(ClassifierStage):
     """VGG-16-D on `<pack.out_dir>/faces`: trained on train, selected on val, tested on test; f is its penultimate
-    layer, saved with the label map in f.pt."""
+    layer, saved with the label map in f.pt. With `avatars.weight` (or `avatars.domain_confusion`) it also learns
+    the parameters of the train avatars from the same layer, in the same steps."""
 
     name = section_name = loop_name = "pretrain_f"
+    avatars: ShardDataset | None = None
 
     def read_data(self) -> ShardDataset:
-        self.data = read_faces(Path(self.params.pack.out_dir) / "faces")
+        root = Path(self.params.pack.out_dir)
+        self.data = read_faces(root / "faces")
+        task = self.section.avatars
+        if task.weight > 0 or task.domain_confusion > 0:
+            self.avatars = ShardDataset(root / "avatars", "train")
+            if len(self.avatars) == 0:
+                raise StageError(
+                    f"the avatar train split under {root} is empty; raise crawl.avatars.count or set "
+                    "pretrain_f.avatars.weight and domain_confusion to 0"
+                )
+            self.avatar_images = self.avatars.gather(np.arange(len(self.avatars)))["image"]
         return self.data.train
 
     def build(self) -> Networks:
         model, self.arch = build_vgg(self.section, len(self.data.labels))
-        return self.networks(model, self.rt.prepare(model))
+        if self.avatars is None:
+            return self.networks(model, self.rt.prepare(model))
+        task = self.section.avatars
+        self.heads = AvatarParamsNet(model.embed_dim, hidden=0)
+        both = TwoDomainNet(model, self.heads, task.domain_hidden if task.domain_confusion > 0 else 0)
+        extra = {"avatar_heads": self.heads} | ({"domain": both.domain} if both.domain is not None else {})
+        self.avatar_targets = class_targets(self.avatars.index, self.heads.vocab)
+        self.randomize = Randomize() if task.randomize else None
+        return self.networks(model, self.rt.prepare(both), extra)
 
     def run_key(self) -> RunKey:
-        return run_key(self.section, self.data.data_id)
+        data_id = self.data.data_id
+        if self.avatars is not None:
+            data_id += "+avatars:" + self.avatars.index["shard_sha256"].drop_duplicates().str[:12].str.cat()
+        return run_key(self.section, data_id)
 
     def before_fit(self) -> None:
-        if self.rt.is_main:
-            grid = sample_grid(self.data.train, self.data.labels, 32, self.section.input_size, self.augment)
-            self.trainer.live.image("train_augmented.png", grid, step=self.trainer.step)
+        if not self.rt.is_main:
+            return
+        grid = sample_grid(self.data.train, self.data.labels, 32, self.section.input_size, self.augment)
+        self.trainer.live.image("train_augmented.png", grid, step=self.trainer.step)
+        if self.avatars is not None:
+            generator = torch.Generator().manual_seed(0)
+            x = self.avatar_input(torch.arange(min(32, len(self.avatar_images))), generator)
+            grid = image_grid(list(to_uint8_images(x).numpy()), cols=8)
+            self.trainer.live.image("train_avatars.png", grid, step=self.trainer.step)
+
+    def avatar_input(self, pick: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Avatars as the network trains on them: photo-like when randomised, else the photos' augmentation."""
+        size = self.section.input_size
+        images = self.rt.to_device(self.avatar_images[pick])
+        if self.randomize is None:
+            return to_model_input(images, size, self.augment, generator)
+        return randomize_avatars(to_model_input(images, size).add(1).div(2), self.randomize, generator).mul(2).sub(1)
+
+    def train_step(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Identity on the photos; with avatars, their parameters (and the domain classifier) in the same pass."""
+        if self.avatars is None:
+            return super().train_step(batch, generator)
+        rt, section, task = self.rt, self.section, self.section.avatars
+        # ---- forward: a batch of photos and a batch of random train avatars
+        photos = to_model_input(rt.to_device(batch["image"]), section.input_size, self.augment, generator)
+        pick = torch.randint(len(self.avatar_images), (task.batch_size,), generator=generator)
+        avatars = self.avatar_input(pick, generator)
+        reverse = task.domain_confusion * dann_ramp(self.trainer.step / section.steps)
+        with rt.autocast():
+            logits, avatar_logits, domain = self.net(rt.memory_format(photos), rt.memory_format(avatars), reverse)
+        target = rt.to_device(batch["label"])
+        identity = F.cross_entropy(logits.float(), target, label_smoothing=section.label_smoothing)
+        targets = {key: rt.to_device(values[pick]) for key, values in self.avatar_targets.items()}
+        avatar = self.heads.loss({key: value.float() for key, value in avatar_logits.items()}, targets)
+        loss = identity + task.weight * avatar
+        out = {"train/loss": identity.detach(), "train/top1": (logits.argmax(1) == target).float().mean()}
+        out["train/avatar_loss"] = avatar.detach()
+        if domain is not None:
+            is_avatar = torch.cat([torch.zeros(len(photos)), torch.ones(len(avatars))]).to(domain.device)
+            confusion = F.binary_cross_entropy_with_logits(domain.float(), is_avatar)
+            loss = loss + confusion
+            out["train/domain_loss"] = confusion.detach()
+        # ---- backward and step
+        self.trainer.backward(loss)
+        return out
 
     def evaluate(self) -> dict[str, float]:
         if not len(self.data.val):
@@ -80,6 +151,11 @@ class PretrainF(ClassifierStage):
             f"{metrics['test_top5']:.3f} (chance {metrics['chance_top5']:.3f}) on {data['test_images']} photos "
             f"of {data['identities']} identities, weights of step {details['selected']['step']}"
         )
+
+
+def dann_ramp(progress: float) -> float:
+    """DANN's schedule of the reversal weight (Ganin & Lempitsky 2015): 0 at the start, towards 1 at the end."""
+    return 2 / (1 + math.exp(-10 * progress)) - 1
 
 
 def run_key(section: PretrainFParams, data_id: str) -> RunKey:

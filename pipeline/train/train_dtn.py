@@ -13,8 +13,8 @@ from torch import nn
 from pipeline.core.params import DtnParams, TrainParams, resolved
 from pipeline.core.reuse import code_version, shaping_params
 from pipeline.core.viz import image_grid
-from pipeline.dataset.loader import ShardDataset, to_model_input, to_uint8_images
-from pipeline.evaluate.dtn import all_images, embed_all, encode_emoji, evaluate_dtn, read_data
+from pipeline.dataset.loader import ShardDataset, all_images, to_model_input, to_uint8_images
+from pipeline.evaluate.dtn import TRAIT_MARGIN, embed_all, encode_emoji, evaluate_dtn, read_data
 from pipeline.evaluate.retrieval import self_ranks
 from pipeline.models.dtn import (
     EmojiDecoder,
@@ -204,15 +204,16 @@ class TrainDtn(ModelStage):
 
     def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         traits = (
-            f"{metrics['traits_above_chance_15pts']} of {metrics['traits_compared']} traits >= 15 points above "
-            f"chance (f itself carries {details['f_traits_above_chance_15pts']} from avatars to photos)"
+            f"{metrics['traits_read']} of {metrics['traits_compared']} traits at >= chance + {TRAIT_MARGIN} on "
+            f"{details['people']} held-out people (f itself carries {details['f_traits_read']} from avatars to photos)"
             if metrics["traits_compared"]
-            else "no trait ground truth for these photos"
+            else "no held-out people with known traits"
         )
         return (
-            f"train_dtn: test L_CONST {metrics['test_const']:.4f}, L_TID {metrics['test_tid']:.4f}; median rank "
-            f"{metrics['median_rank']:g} of {details['gallery']} (chance {metrics['chance_rank']:g}); identity "
-            f"top-1 {metrics['identity_top1']:.3f} (chance {metrics['chance_top1']:.3f}); {traits}"
+            f"train_dtn: test L_CONST {metrics['test_const']:.4f}, L_TID {metrics['test_tid']:.4f} (the mean avatar: "
+            f"{metrics['tid_mean_avatar']:.4f}); median rank {metrics['median_rank']:g} of {details['gallery']} "
+            f"(chance {metrics['chance_rank']:g}); identity top-1 {metrics['identity_top1']:.3f} (chance "
+            f"{metrics['chance_top1']:.3f}); {traits}"
         )
 
 
