@@ -193,7 +193,7 @@ def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, make_clone(root)
 
 
-def shrink(root: Path, avatars: int = 24, identities: int = 4, per_identity: int = 16, **align: object) -> None:
+def shrink(root: Path, avatars: int = 24, identities: int = 5, per_identity: int = 16, **align: object) -> None:
     """Cut the default params.yaml of a clone down to a pipeline that runs in seconds."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["crawl"]["avatars"]["count"] = avatars
@@ -201,8 +201,7 @@ def shrink(root: Path, avatars: int = 24, identities: int = 4, per_identity: int
     faces.update(identities=identities, per_identity=per_identity, min_per_identity=5)  # the sandbox's first people
     params["align"].update(align)
     params["pack"].update(min_faces_per_identity=4, shard_size=16)
-    # of the 4 people: 2 to train f on, 1 held out for val, 1 for test
-    params["pack"].update(people_val_fraction=0.25, people_test_fraction=0.25)
+    # pack's default shares of the 5 people: 3 to train f on, 1 held out whole for val, 1 for test
     params["pretrain_f"].update(input_size=64, steps=20, batch_size=8, eval_every=10, checkpoint_every=10)
     params["pretrain_f"]["avatars"]["batch_size"] = 8
     params["pretrain_f"]["runtime"]["threads"] = 1  # one thread: the same weights on every run

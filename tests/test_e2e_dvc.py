@@ -44,15 +44,16 @@ def test_dvc_repro_data_stages(tiny_pipeline: Path, tmp_path: Path) -> None:
     root = tmp_path / "pipeline"
     env = copy_pipeline(tiny_pipeline, root)
     faces = load(root, "metrics/crawl_faces.json")
-    assert faces["identities"] == 3 and faces["faces"]["kept"] >= 40
-    assert load(root, "reports/details/crawl_faces.json")["candidates"] == 48
+    assert faces["identities"] == 5 and faces["faces"]["kept"] >= 60
+    assert load(root, "reports/details/crawl_faces.json")["candidates"] == 80
     frame = pd.read_parquet(root / "data/raw/faces.parquet")
-    assert len(frame) == 48 and frame["synthetic"].all()
+    assert len(frame) == 80 and frame["synthetic"].all()
     align = load(root, "metrics/align.json")
     assert align["avatars"] == {"kept": 24, "rejected": 0} and 0.5 < align["truth"] <= 1
     assert load(root, "reports/details/align.json")["faces"]["input"] == faces["faces"]["kept"]
     pack = load(root, "metrics/pack.json")
-    assert pack["identities"] == 3 and pack["avatars"]["kept"] == 24
+    assert pack["identities"] == 3 and pack["avatars"]["kept"] == 24  # of 5 people, 1 + 1 held out whole
+    assert pack["held_out_people"] == {"val": 1, "test": 1}
     index = pd.read_parquet(root / "data/shards/faces/index.parquet")
     assert len(index) == pack["faces"]["kept"] == align["faces"]["kept"]
     assert load(root, "metrics/crawl_avatars.json") == {"avatars": {"kept": 24, "rejected": 0}}
@@ -75,8 +76,8 @@ def test_dvc_repro_data_stages(tiny_pipeline: Path, tmp_path: Path) -> None:
     data_metrics = [f"metrics/{stage}.json" for stage in DATA_STAGES]
     header = run([DVC, "metrics", "show", *data_metrics], root, env).stdout.splitlines()[0].split()
     assert sorted(header[1:]) == [
-        "avatars.kept", "avatars.rejected", "faces.kept", "faces.rejected", "faces.test", "faces.val", "identities",
-        "truth",
+        "avatars.kept", "avatars.rejected", "faces.kept", "faces.rejected", "faces.test", "faces.val",
+        "held_out_people.test", "held_out_people.val", "identities", "truth",
     ]  # fmt: skip
 
     # A params change re-runs the stage, which resumes from its persisted outputs; metrics describe the dataset.
@@ -123,7 +124,7 @@ def test_dvc_repro_pretrain_f_writes_f_metrics_and_plots(tiny_pipeline: Path, tm
     dvc = DVC
     metrics = json.loads((root / "metrics/pretrain_f.json").read_text())
     details = json.loads((root / "reports/details/pretrain_f.json").read_text())
-    assert metrics["chance_top1"] == round(1 / 3, 4) and details["data"]["test_images"] > 0
+    assert metrics["chance_top1"] == round(1 / 3, 4) and details["data"]["test_images"] > 0  # 3 people f names
     assert (root / "models/f.pt").is_file()
     run(["git", "diff", "--exit-code", "dvc.yaml"], root, env)  # dvclive declared nothing of its own
     shown = json.loads(run([dvc, "metrics", "show", "--json"], root, env).stdout)

@@ -49,7 +49,7 @@ OUTPUTS = {
     "pack": ["data/shards"],
 }
 SECTION = {"crawl_avatars": "crawl.avatars", "crawl_faces": "crawl.faces", "align": "align", "pack": "pack"}
-IDENTITIES = ["Avery Quinn", "Blake Moreno"]
+IDENTITIES = ["Avery Quinn", "Blake Moreno", "Casey Lindqvist", "Dana Okafor"]  # pack holds 2 out: 1 val, 1 test
 
 
 def base_params() -> dict[str, Any]:
@@ -326,6 +326,8 @@ CASES = [
     Case("pack", "pack.photo_size", 64),
     Case("pack", "pack.val_fraction", 0.3),
     Case("pack", "pack.test_fraction", 0.3),
+    Case("pack", "pack.people_val_fraction", 0.0),  # of the 4 people: 3 trained, the first held out for test
+    Case("pack", "pack.people_test_fraction", 0.0),  # 3 trained, the first held out for val
     Case("pack", "pack.seed", 1),
     Case("pack", "pack.near_duplicate_distance", 64),
     Case("pack", "pack.min_faces_per_identity", most_faces),
