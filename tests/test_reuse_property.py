@@ -142,7 +142,7 @@ class World:
 
 
 def write_photo_folder(root: Path, indexes: range) -> str:
-    for name in ("avery_quinn", "blake_moreno"):
+    for name in (who.lower().replace(" ", "_") for who in IDENTITIES):
         for index in indexes:
             path = root / name / f"{index:03d}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
