@@ -258,7 +258,7 @@ def emojify_cmd(
     f_model: Annotated[Path | None, typer.Option("--f", help="f to use (default: pretrain_f.model).")] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Turn the face in a photo into an avatar: detect, align, f, predict the avatar API's parameters, and draw them
+    """Turn the face in a photo into an avatar: detect, align, predict the avatar API's parameters, and draw them
     with the avatar engine (offline). Several photos or a folder load the models once and write one file per photo.
     """
     from pipeline.core.checkpoint import CheckpointError

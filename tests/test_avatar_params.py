@@ -1,4 +1,5 @@
-"""Avatar parameters from f: the heads, valid decoding, the JSON a user gets, the stage, and `i2c emojify`."""
+"""Avatar parameters from a photo: the reader and its heads, valid decoding, the JSON a user gets, the stage, and
+`i2c emojify`."""
 
 from __future__ import annotations
 
@@ -21,8 +22,16 @@ from pipeline.core import traits
 from pipeline.core.manifest import write_manifest
 from pipeline.core.trait_classes import TRAITS
 from pipeline.dataset.shards import write_dataset
+from pipeline.evaluate.avatar_params import predict_specs
 from pipeline.infer.emojify import query_json
-from pipeline.models.avatar_params import PREDICTED_KEYS, AvatarParamsNet, class_targets, spec_rows, vocabulary
+from pipeline.models.avatar_params import (
+    PREDICTED_KEYS,
+    AvatarParamsNet,
+    AvatarReader,
+    class_targets,
+    spec_rows,
+    vocabulary,
+)
 from pipeline.models.multitask import TwoDomainNet, reverse_gradient
 from pipeline.models.vgg import VGG
 from pipeline.sandbox.avatar import render_avatar
@@ -46,8 +55,22 @@ def test_heads_shapes_no_nan_and_every_parameter_gets_a_gradient() -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
-    linear = AvatarParamsNet(32, hidden=0)
+    linear = AvatarParamsNet(32, hidden=0, dropout=0.0)
     assert isinstance(linear.trunk, torch.nn.Identity) and linear.heads["jaw"].in_features == 32
+
+
+def test_the_reader_reads_images_of_its_side_with_finite_logits_and_gradients_everywhere() -> None:
+    torch.manual_seed(0)
+    reader = AvatarReader(input_size=32, width=4, depth=3)
+    assert reader.encoder.embed_dim == 16
+    logits = reader(torch.rand(3, 3, 32, 32) * 2 - 1)
+    assert logits["trait/skin_tone"].shape == (3, 3) and all(torch.isfinite(v).all() for v in logits.values())
+    loss = reader.loss(logits, {k: torch.randint(v.shape[1], (3,)) for k, v in logits.items()})
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in reader.parameters())
+    reader.eval()
+    specs = predict_specs(reader, torch.randint(0, 256, (2, 50, 50, 3), dtype=torch.uint8), 5)
+    assert len(specs) == 2 and all(traits.validate_query(s.query())[0] == s for s in specs)
 
 
 def test_decoded_avatars_are_always_queries_the_catalogue_accepts() -> None:
@@ -160,7 +183,8 @@ def workdir(root: Path, world: Path, steps: int, **section: object) -> Path:
         "pack": {"out_dir": str(world / "shards")},
         "pretrain_f": {"model": str(world / "f.pt")},
         "avatar_params": {"steps": steps, "batch_size": 16, "log_every": 5, "eval_every": 5, "checkpoint_every": 5,
-                          "hidden": 32, "grid_people": 2, "runtime": {"threads": 1}, **section},
+                          "input_size": 32, "width": 4, "depth": 2, "grid_people": 2, "runtime": {"threads": 1},
+                          **section},
     }  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
@@ -199,8 +223,8 @@ def test_the_stage_selects_on_val_people_reports_test_people_with_chance_and_dra
     from pipeline.models.avatar_params import load_avatar_params
 
     net, info = load_avatar_params(model)
-    assert info["f_key"] == "tiny-f" and info["style"] == 5 and set(net.vocab) == set(PREDICTED_KEYS)
-    again = stage(cwd)  # the same params, code, data and f: resumed at the end, the same answers
+    assert info["style"] == 5 and net.input_size == 32 and set(net.vocab) == set(PREDICTED_KEYS)
+    again = stage(cwd)  # the same params, code and data: resumed at the end, the same answers
     assert again.returncode == 0 and "resuming from step 15" in again.stdout, again.stdout
     assert json.loads((cwd / "metrics/avatar_params.json").read_text()) == metrics
 
@@ -332,7 +356,7 @@ def test_emojify_bad_input_gets_a_clear_message_and_exit_1(
         encoder = load_f(other)
         arch = {"num_classes": 4, "input_size": 64, "width": 0.0625, "batch_norm": True, "dropout": 0.0}
         save_f(other, encoder.net.state_dict(), arch, encoder.labels, {**encoder.info, "run": {"key": "another-f"}})
-        args += ["--f", str(other)]
+        args += ["--f", str(other), "--dtn", str(tmp_path / "dtn.png")]  # the DTN was trained on another f
     result = i2c(*args, cwd=emojify_world)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and (case == "out_folder" or not out.exists())

@@ -505,27 +505,30 @@ class DtnParams(_Section):
 
 
 class AvatarParamsParams(LoopParams):
-    """`train_avatar_params`: avatar API parameters from f (Wolf, Taigman & Polyak 2017), on the crawled avatars'
-    known parameters; the emoji is the avatar engine's render of them.
+    """`train_avatar_params`: avatar API parameters from a photo (after Wolf, Taigman & Polyak 2017), learnt on the
+    crawled avatars' known parameters; the emoji is the avatar engine's render of them.
 
-    It trains on photo-like variants of the train avatars (domain randomisation), selects on the people of
-    `people_val` and reports on those of `people_test`: whole identities that no stage trained on.
+    A small CNN of its own (not f) trains on photo-like variants of the train avatars (domain randomisation), is
+    selected on the people of `people_val` and reported on those of `people_test`: whole identities that no stage
+    trained on.
     """
 
-    steps: int = Field(400, ge=1, le=10_000_000)
+    steps: int = Field(600, ge=1, le=10_000_000)
     batch_size: int = Field(64, ge=1, le=100_000)
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     lr: float = Field(0.002, gt=0, le=10)  # AdamW, cosine after a 20-step warm-up
     weight_decay: float = Field(0.01, ge=0, le=1)
-    hidden: int = Field(256, ge=1, le=65_536)  # the hidden layer the per-key heads share
-    dropout: float = Field(0.2, ge=0, lt=1)
+    input_size: int = Field(64, ge=16, le=512)  # the aligned crops are resized to this side
+    width: int = Field(16, ge=1, le=1024)  # the encoder's first width (each of its `depth` levels doubles it)
+    depth: int = Field(4, ge=1, le=6)
+    hidden: int = Field(0, ge=0, le=65_536)  # a hidden layer the heads share; 0 = linear heads on the encoder
+    dropout: float = Field(0.2, ge=0, lt=1)  # before the heads
     randomize: bool = True  # photo-like avatars (backgrounds, shading, exposure, blur, noise, pose); false = as crawled
-    align_domains: bool = True  # standardise f per domain (photos by the train photos' stats, avatars by their own)
     style: Literal[4, 5] = 5  # the look of the drawn avatar: 4 = flat, 5 = deluxe
     skin_tone_bins: int = Field(3, ge=2, le=12)  # skin tone compared by brightness rank: light .. dark groups
     grid_people: int = Field(12, ge=1, le=256)  # test people in the photo | avatar | true avatar grid
-    model: str = "models/avatar_params.pt"  # the heads, their vocabulary, f's run key, the resolved params
+    model: str = "models/avatar_params.pt"  # the encoder and heads, their vocabulary, the resolved params
     metrics: str = "metrics/avatar_params.json"
     details: str = "reports/details/avatar_params.json"  # every key's accuracy, the selected step, per-person answers
     run_log: str = "reports/runs/train_avatar_params.json"  # this run's steps, speed and resume (not a DVC output)

@@ -12,28 +12,19 @@ import torch
 from pipeline.core.traits import AvatarSpec
 from pipeline.dataset.loader import to_model_input
 from pipeline.evaluate.traits import Balanced, balanced_table, trait_classes
-from pipeline.models.avatar_params import PREDICTED_KEYS, AvatarParamsNet, spec_rows
-from pipeline.models.face_encoder import FaceEncoder
+from pipeline.models.avatar_params import PREDICTED_KEYS, AvatarReader, spec_rows
 
 MARGIN = 0.25  # a trait counts as read when its balanced accuracy is at least chance + this
 
 
 @torch.no_grad()
-def predict_specs(
-    encoder: FaceEncoder,
-    net: AvatarParamsNet,
-    images: torch.Tensor,
-    style: int,
-    domain: str = "photo",
-    batch: int = 128,
-) -> list[AvatarSpec]:
-    """The avatar of each uint8 aligned image (N, H, W, 3) of a domain (photos, or avatars): f, then the heads,
-    decoded within the catalogue."""
-    device = next(net.parameters()).device
+def predict_specs(reader: AvatarReader, images: torch.Tensor, style: int, batch: int = 128) -> list[AvatarSpec]:
+    """The avatar of each uint8 aligned image (N, H, W, 3), a photo or an avatar: the reader's heads, decoded within
+    the catalogue."""
+    device = next(reader.parameters()).device
     specs: list[AvatarSpec] = []
     for chunk in images.split(batch):
-        x = to_model_input(chunk.to(device), encoder.input_size)
-        specs += net.decode(net(encoder.net.embed(x), domain), style)
+        specs += reader.decode(reader(to_model_input(chunk.to(device), reader.input_size)), style)
     return specs
 
 

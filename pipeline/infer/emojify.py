@@ -1,5 +1,5 @@
-"""`i2c emojify`: a photo to an avatar. The default route predicts the avatar API's parameters from f and lets the
-avatar engine draw them (always a clean avatar); `--dtn` also draws the DTN's emoji, g(f(x))."""
+"""`i2c emojify`: a photo to an avatar. The default route predicts the avatar API's parameters from the aligned face
+and lets the avatar engine draw them (always a clean avatar); `--dtn` also draws the DTN's emoji, g(f(x))."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from pipeline.core.traits import AvatarSpec
 from pipeline.dataset.loader import to_uint8_images
+from pipeline.evaluate.avatar_params import predict_specs
 from pipeline.faces.align import AlignResult
 from pipeline.infer.lookalike import LookalikeError, align_photo
 from pipeline.models.avatar_params import load_avatar_params
@@ -48,7 +49,8 @@ def _check_f(path: Path, trained_on: Any, encoder: FaceEncoder, stage: str) -> N
 
 
 class Emojifier:
-    """f, the avatar-parameter heads and (optionally) the DTN's g, loaded once and checked to belong to this f.
+    """The avatar-parameter reader and (optionally) the DTN's g, checked to belong to this f, loaded once. f gives the
+    align params (saved in f.pt, the ones the shards were aligned with) and the DTN's input.
 
     Raises:
         FileNotFoundError: when a model file is missing (the message names the stage that writes it).
@@ -59,8 +61,7 @@ class Emojifier:
     def __init__(self, encoder: FaceEncoder, params_path: Path, dtn_path: Path | None = None, style: int | None = None):
         self.encoder = encoder
         device = next(encoder.parameters()).device
-        self.heads, self.info = load_avatar_params(params_path, device)
-        _check_f(params_path, self.info.get("f_key"), encoder, "train_avatar_params")
+        self.reader, self.info = load_avatar_params(params_path, device)
         self.style = int(style or self.info.get("style", 5))
         self.g = None
         if dtn_path is not None:
@@ -75,9 +76,9 @@ class Emojifier:
             LookalikeError: when the bytes are not an image or hold no usable face.
         """
         result = align_photo(data, self.encoder, name)
-        embedding = self.encoder.embed(torch.from_numpy(result.image)[None])  # (1, D)
-        spec = self.heads.decode(self.heads(embedding), self.style)[0]
-        dtn = to_uint8_images(self.g(embedding))[0].numpy() if self.g is not None else None
+        face = torch.from_numpy(result.image)[None]  # (1, A, A, 3) uint8
+        spec = predict_specs(self.reader, face, self.style)[0]
+        dtn = to_uint8_images(self.g(self.encoder.embed(face)))[0].numpy() if self.g is not None else None
         return Emoji(spec, render_avatar(spec), dtn, result.image, result)
 
 

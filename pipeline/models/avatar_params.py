@@ -16,7 +16,7 @@ from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.core.trait_classes import TRAITS, class_counts, trait_classes, value_class
 from pipeline.core.traits import GENDERS, NONE, STYLES, TRAIT_KEYS, AvatarSpec, catalogue_options, make_spec
 
-AVATAR_PARAMS_FORMAT = "img2caricature/avatar-params-v1"
+AVATAR_PARAMS_FORMAT = "img2caricature/avatar-params-v2"  # v1 held heads over f, with no encoder of its own
 PREDICTED_KEYS = ("gender", *TRAIT_KEYS)  # style is the user's choice of look, not a trait of the person
 TRAIT_PREFIX = "trait/"  # the logits of a compared trait's classes (glasses or none, bald / short / long hair, ...)
 SKIN_TONE_BINS = 3
@@ -49,9 +49,6 @@ def class_targets(rows: pd.DataFrame, vocab: Mapping[str, Sequence[int]]) -> dic
     return out
 
 
-DOMAINS = ("photo", "avatar")
-
-
 class AvatarParamsNet(nn.Module):
     """(B, D) embedding -> {key: (B, options) logits, trait/<name>: (B, classes) logits}: a hidden layer shared by
     one linear head per API key and one per compared trait.
@@ -60,15 +57,10 @@ class AvatarParamsNet(nn.Module):
     it over seven options. Decoding decides each trait's class by its trait head and then takes the best option of
     the key within that class.
 
-    Each input is first standardised with the feature statistics of its own domain (`set_domain_stats`: the mean and
-    std of f over photos, and over the avatars it trains on), so that the heads, fitted on avatars, meet a photo's
-    embedding on the same scale: the first-moment alignment of CORAL / AdaBN, with no label of a photo. Until stats
-    are set they are 0 and 1 (the embedding as it is).
-
     Args:
         embed_dim: the encoder's embedding width.
         hidden: the shared hidden layer's width; 0 = linear heads on the embedding itself.
-        dropout: after the hidden layer.
+        dropout: before the heads (after the hidden layer, when there is one).
         vocab: key -> the values its head chooses among (`vocabulary()` when None).
     """
 
@@ -77,29 +69,17 @@ class AvatarParamsNet(nn.Module):
     ) -> None:
         super().__init__()
         self.vocab = {key: tuple(int(v) for v in values) for key, values in (vocab or vocabulary()).items()}
-        self.trunk: nn.Module = nn.Identity()
+        self.trunk: nn.Module = nn.Dropout(dropout) if dropout else nn.Identity()
         if hidden:
-            self.trunk = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+            self.trunk = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True), self.trunk)
         else:
             hidden = embed_dim
         heads = {key: nn.Linear(hidden, len(values)) for key, values in self.vocab.items()}
         heads |= {TRAIT_PREFIX + name: nn.Linear(hidden, n) for name, n in class_counts(SKIN_TONE_BINS).items()}
         self.heads = nn.ModuleDict(heads)
-        for domain in DOMAINS:
-            self.register_buffer(f"{domain}_mean", torch.zeros(embed_dim))
-            self.register_buffer(f"{domain}_std", torch.ones(embed_dim))
 
-    @torch.no_grad()
-    def set_domain_stats(self, domain: str, embeddings: torch.Tensor) -> None:
-        """The mean and std of f over a domain's images (N, D); inputs of that domain are standardised by them."""
-        getattr(self, f"{domain}_mean").copy_(embeddings.mean(0))
-        getattr(self, f"{domain}_std").copy_(embeddings.std(0).clamp_min(1e-6))
-
-    def forward(self, embeddings: torch.Tensor, domain: str = "photo") -> dict[str, torch.Tensor]:
-        if domain not in DOMAINS:
-            raise ValueError(f"domain {domain!r} is not one of {DOMAINS}")
-        x = (embeddings - getattr(self, f"{domain}_mean")) / getattr(self, f"{domain}_std")
-        hidden = self.trunk(x)
+    def forward(self, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.trunk(embeddings)
         return {key: head(hidden) for key, head in self.heads.items()}
 
     def loss(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -140,18 +120,77 @@ class AvatarParamsNet(nn.Module):
         return specs
 
 
+class AvatarEncoder(nn.Module):
+    """A small CNN for the avatar traits: (B, 3, S, S) in [-1, 1] -> (B, width * 2 ** (depth - 1)) pooled features.
+
+    Each of `depth` levels is a 3x3 conv and a stride-2 3x3 conv, both with BatchNorm and ReLU; each level doubles the
+    width. It is trained from scratch on photo-like avatars: measured on the val people, it carries the traits from
+    avatars to photos where f, a network trained to tell 58 people apart, does not (docs/avatar_params.md).
+    """
+
+    def __init__(self, width: int = 16, depth: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for level in range(depth):
+            out = width * 2**level
+            for stride in (1, 2):
+                layers += [nn.Conv2d(channels, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                channels = out
+        self.layers = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.embed_dim = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class AvatarReader(nn.Module):
+    """An image to every avatar API key and compared trait: `AvatarEncoder`, then `AvatarParamsNet`'s heads.
+
+    Args:
+        input_size: the side images are resized to (the aligned crops are larger).
+        width, depth: the encoder's.
+        hidden, dropout, vocab: the heads'.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 64,
+        width: int = 16,
+        depth: int = 4,
+        hidden: int = 0,
+        dropout: float = 0.2,
+        vocab: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.encoder = AvatarEncoder(width, depth)
+        self.heads = AvatarParamsNet(self.encoder.embed_dim, hidden, dropout, vocab)
+        self.vocab = self.heads.vocab
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.heads(self.encoder(x))
+
+    def loss(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.heads.loss(logits, targets)
+
+    def decode(self, logits: Mapping[str, torch.Tensor], style: int) -> list[AvatarSpec]:
+        return self.heads.decode(logits, style)
+
+
 def spec_rows(specs: Sequence[AvatarSpec]) -> pd.DataFrame:
     """Specs as rows with the avatar API's columns (gender, style and every trait key)."""
     return pd.DataFrame([{"gender": s.gender, "style": s.style, **s.trait_dict} for s in specs])
 
 
 def save_avatar_params(path: Path, state: dict, arch: dict[str, Any], info: dict[str, Any]) -> None:
-    """Write avatar_params.pt atomically: the head's weights, its arguments (vocabulary included) and info."""
+    """Write avatar_params.pt atomically: the reader's weights, its arguments (`AvatarReader`'s, vocabulary included)
+    and info."""
     save_checkpoint(path, {"state": state, "arch": dict(arch), "info": info}, AVATAR_PARAMS_FORMAT)
 
 
-def load_avatar_params(path: Path, device: str | torch.device = "cpu") -> tuple[AvatarParamsNet, dict[str, Any]]:
-    """The head from avatar_params.pt in eval mode, and the info saved beside it (f's run key, style, metrics).
+def load_avatar_params(path: Path, device: str | torch.device = "cpu") -> tuple[AvatarReader, dict[str, Any]]:
+    """The reader from avatar_params.pt in eval mode, and the info saved beside it (style, metrics, run key).
 
     Raises:
         FileNotFoundError: when there is no file.
@@ -160,7 +199,6 @@ def load_avatar_params(path: Path, device: str | torch.device = "cpu") -> tuple[
     payload = load_checkpoint(
         path, AVATAR_PARAMS_FORMAT, missing="train it first with `dvc repro train_avatar_params`"
     )
-    arch = dict(payload["arch"])
-    net = AvatarParamsNet(arch["embed_dim"], arch["hidden"], arch["dropout"], arch["vocab"])
+    net = AvatarReader(**payload["arch"])
     net.load_state_dict(payload["state"])
     return net.to(device).eval(), payload["info"]

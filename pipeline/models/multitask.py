@@ -55,4 +55,4 @@ class TwoDomainNet(nn.Module):
         photo_hidden, avatar_hidden = hidden[: len(photos)], hidden[len(photos) :]
         logits = self.vgg.classifier(self.vgg.head_drop(photo_hidden))
         domain = self.domain(reverse_gradient(hidden, reverse)).squeeze(1) if self.domain is not None else None
-        return logits, self.heads(avatar_hidden, "avatar"), domain
+        return logits, self.heads(avatar_hidden), domain

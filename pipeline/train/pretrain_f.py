@@ -57,7 +57,7 @@ class PretrainF(ClassifierStage):
         if self.avatars is None:
             return self.networks(model, self.rt.prepare(model))
         task = self.section.avatars
-        self.heads = AvatarParamsNet(model.embed_dim, hidden=0)
+        self.heads = AvatarParamsNet(model.embed_dim, hidden=0, dropout=0.0)
         both = TwoDomainNet(model, self.heads, task.domain_hidden if task.domain_confusion > 0 else 0)
         extra = {"avatar_heads": self.heads} | ({"domain": both.domain} if both.domain is not None else {})
         self.avatar_targets = class_targets(self.avatars.index, self.heads.vocab)

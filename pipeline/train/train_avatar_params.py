@@ -1,5 +1,6 @@
-"""`train_avatar_params`: avatar API parameters from f, learnt on photo-like variants of the crawled avatars, judged
-on people no stage trained on; the emoji is the avatar engine's own render of the predicted parameters."""
+"""`train_avatar_params`: avatar API parameters from a photo, learnt by a small CNN of its own on photo-like variants
+of the crawled avatars, judged on people no stage trained on; the emoji is the avatar engine's own render of the
+predicted parameters."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from pipeline.evaluate.avatar_params import (
     trait_scores,
     traits_read,
 )
-from pipeline.evaluate.dtn import embed_all, generate
-from pipeline.models.avatar_params import AvatarParamsNet, class_targets, save_avatar_params
+from pipeline.evaluate.dtn import generate
+from pipeline.models.avatar_params import AvatarReader, class_targets, save_avatar_params
 from pipeline.models.dtn import load_generator
 from pipeline.models.face_encoder import load_f
 from pipeline.sandbox.avatar import render_avatar
@@ -50,7 +51,6 @@ class AvatarData:
     """The avatars (known parameters) the heads learn from, and the held-out people they are judged on."""
 
     avatars: dict[str, ShardDataset]  # train, val, test
-    photos: ShardDataset  # the train photos of the people f trained on: unlabelled, for the photo domain's statistics
     people_val: ShardDataset
     people_test: ShardDataset
     data_id: str
@@ -66,10 +66,9 @@ def read_data(shards: Path) -> AvatarData:
     avatars = {split: ShardDataset(shards / "avatars", split) for split in ("train", "val", "test")}
     faces = shards / "faces"
     people_val, people_test = ShardDataset(faces, "people_val"), ShardDataset(faces, "people_test")
-    data = AvatarData(avatars, ShardDataset(faces, "train"), people_val, people_test, "")
     if len(avatars["train"]) == 0:
         raise StageError(f"the avatar train split under {shards} is empty; raise crawl.avatars.count")
-    if len(data.people_test) == 0:
+    if len(people_test) == 0:
         raise StageError(
             f"no held-out test people under {shards}: avatar parameters are judged on people no model trained on; "
             "raise pack.people_test_fraction (and crawl.faces.identities)"
@@ -79,12 +78,13 @@ def read_data(shards: Path) -> AvatarData:
         index = pd.read_parquet(root / "index.parquet", columns=["shard", "shard_sha256"]).drop_duplicates("shard")
         for row in index.sort_values("shard").itertuples():
             digest.update(f"{root.name}/{row.shard}:{row.shard_sha256}\n".encode())
-    return AvatarData(avatars, data.photos, people_val, people_test, digest.hexdigest()[:16])
+    return AvatarData(avatars, people_val, people_test, digest.hexdigest()[:16])
 
 
 class TrainAvatarParams(ModelStage):
-    """One head per avatar API key over a frozen f, trained on randomised avatars, selected on the people of
-    `people_val` (mean balanced accuracy of the seven compared traits), reported on those of `people_test`."""
+    """An `AvatarReader` (a small CNN and one head per API key and per compared trait) trained on randomised avatars,
+    selected on the people of `people_val` (mean balanced accuracy of the seven compared traits), reported on those
+    of `people_test`."""
 
     name, section_name, loop_name = "train_avatar_params", "avatar_params", "avatar_params"
     show = ("train/loss",)
@@ -96,11 +96,14 @@ class TrainAvatarParams(ModelStage):
 
     def build(self) -> Networks:
         section, rt = self.section, self.rt
-        self.encoder = load_f(Path(self.params.pretrain_f.model), rt.device)
-        self.encoder.net.fold_batch_norm()  # f stays frozen
-        self.encoder.requires_grad_(False)
-        self.net = AvatarParamsNet(self.encoder.net.embed_dim, section.hidden, section.dropout).to(rt.device)
-        self.arch = {"embed_dim": self.encoder.net.embed_dim, "hidden": section.hidden, "dropout": section.dropout}
+        self.arch = {
+            "input_size": section.input_size,
+            "width": section.width,
+            "depth": section.depth,
+            "hidden": section.hidden,
+            "dropout": section.dropout,
+        }
+        self.net = AvatarReader(**self.arch).to(rt.device)
         self.arch["vocab"] = self.net.vocab
         decay = [p for p in self.net.parameters() if p.ndim > 1]
         rest = [p for p in self.net.parameters() if p.ndim <= 1]
@@ -113,58 +116,35 @@ class TrainAvatarParams(ModelStage):
         return lr_factor(step, self.section.steps, WARMUP_STEPS, "cosine")
 
     def run_key(self) -> RunKey:
-        self.f_key = str(self.encoder.info.get("run", {}).get("key", ""))
         params = shaping_params(resolved(self.section), NOT_SHAPING)
         params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}
-        data = {"the shards": self.data.data_id, "f.pt": self.f_key}
+        data = {"the shards": self.data.data_id}
         return RunKey(params, code_version("pipeline.train.train_avatar_params"), data)
 
     def before_fit(self) -> None:
-        """The classes of every train avatar's keys and, once (they are part of the checkpoint), each domain's
-        feature statistics."""
+        """The classes of every train avatar's keys, and the randomisation."""
         self.targets = class_targets(self.data.avatars["train"].index, self.net.vocab)
         self.position_of = {int(row): i for i, row in enumerate(self.data.avatars["train"].rows)}
         self.randomize = Randomize() if self.section.randomize else None
-        if self.section.align_domains and self.trainer.step == 0:
-            self.set_domain_stats()
-
-    @torch.no_grad()
-    def set_domain_stats(self, views: int = 2) -> None:
-        """f's mean and std over the train photos, and over `views` randomised views of every train avatar."""
-        photos, _ = all_images([self.data.photos])
-        self.net.set_domain_stats("photo", embed_all(self.encoder, photos))
-        avatars, _ = all_images([self.data.avatars["train"]])
-        generator = torch.Generator().manual_seed(self.loop.seed)
-        features = [self.embed_avatars(avatars, generator) for _ in range(views)]
-        self.net.set_domain_stats("avatar", torch.cat(features))
-
-    def embed_avatars(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """f of uint8 avatars as the heads train on them (randomised when `randomize`)."""
-        out = []
-        for chunk in images.split(128):
-            x = to_model_input(self.rt.to_device(chunk), self.encoder.input_size)
-            if self.randomize is not None:
-                x = randomize_avatars(x.add(1).div(2), self.randomize, generator).mul(2).sub(1)
-            out.append(self.encoder.net.embed(self.rt.memory_format(x)))
-        return torch.cat(out)
 
     def train_step(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
-        """Photo-like avatars through the frozen f, every key's cross-entropy, one AdamW step."""
+        """Photo-like avatars through the reader, every key's and trait's cross-entropy, one AdamW step."""
         rt = self.rt
         # ---- inputs: randomised avatars and their known parameters
         positions = torch.tensor([self.position_of[int(row)] for row in batch["index"]])
-        with torch.no_grad():
-            embeddings = self.embed_avatars(batch["image"], generator)
-        # ---- every key's head, one loss
-        logits = self.net(embeddings, "avatar")
+        x = to_model_input(rt.to_device(batch["image"]), self.net.input_size)
+        if self.randomize is not None:
+            x = randomize_avatars(x.add(1).div(2), self.randomize, generator).mul(2).sub(1)
+        # ---- every head, one loss
+        logits = self.net(rt.memory_format(x))
         loss = self.net.loss(logits, {key: rt.to_device(t[positions]) for key, t in self.targets.items()})
         self.trainer.backward(loss)
         hits = (logits["gender"].argmax(1).cpu() == self.targets["gender"][positions]).float().mean()
         return {"train/loss": loss.detach(), "train/gender_acc": hits}
 
-    def people(self, split: ShardDataset, domain: str = "photo") -> tuple[list[AvatarSpec], pd.DataFrame]:
+    def people(self, split: ShardDataset) -> tuple[list[AvatarSpec], pd.DataFrame]:
         images, rows = all_images([split])
-        return predict_specs(self.encoder, self.net, images, self.section.style, domain), rows
+        return predict_specs(self.net, images, self.section.style), rows
 
     def evaluate(self) -> dict[str, float]:
         """Mean balanced accuracy of the seven traits on the val people's photos, and on the val avatars."""
@@ -173,7 +153,7 @@ class TrainAvatarParams(ModelStage):
             specs, rows = self.people(self.data.people_val)
             out["val/people_balanced"] = mean_balanced(trait_scores(specs, rows, self.section.skin_tone_bins))
         if len(self.data.avatars["val"]):
-            specs, rows = self.people(self.data.avatars["val"], "avatar")
+            specs, rows = self.people(self.data.avatars["val"])
             out["val/avatars_balanced"] = mean_balanced(trait_scores(specs, rows, self.section.skin_tone_bins))
         return out
 
@@ -195,7 +175,7 @@ class TrainAvatarParams(ModelStage):
             "people_test_keys": key_accuracy(self.test_specs, self.test_rows),
         }
         if len(self.data.avatars["test"]):
-            specs, rows = self.people(self.data.avatars["test"], "avatar")
+            specs, rows = self.people(self.data.avatars["test"])
             avatars = trait_scores(specs, rows, bins)
             metrics["avatars_traits_read"] = traits_read(avatars)
             details["avatars_test"] = {"traits": score_table(avatars), "keys": key_accuracy(specs, rows)}
@@ -206,7 +186,7 @@ class TrainAvatarParams(ModelStage):
     def save(self, metrics: dict[str, Any]) -> None:
         """avatar_params.pt and the grid of test people: photo | predicted avatar | the DTN's emoji (when dtn.pt was
         trained on this f) | their true avatar."""
-        info = {"params": resolved(self.section), "f_key": self.f_key, "style": self.section.style}
+        info = {"params": resolved(self.section), "style": self.section.style}
         info |= {"metrics": metrics, "run": self.trainer.key.record()}
         save_avatar_params(Path(self.section.model), self.net.state_dict(), self.arch, info)
         emoji = self.dtn_emoji(self.data.people_test)
@@ -214,21 +194,22 @@ class TrainAvatarParams(ModelStage):
         self.trainer.live.image("people_avatars.png", grid)
 
     def dtn_emoji(self, split: ShardDataset) -> np.ndarray | None:
-        """The DTN's emoji of every photo of the split, uint8 (N, S, S, 3), when dtn.pt exists and was trained on this
-        f; None otherwise (the grid then has no DTN column)."""
-        path = Path(self.params.dtn.model)
-        if not path.is_file():
+        """The DTN's emoji of every photo of the split, uint8 (N, S, S, 3), when dtn.pt exists and was trained on
+        today's f.pt; None otherwise (the grid then has no DTN column)."""
+        f_path, path = Path(self.params.pretrain_f.model), Path(self.params.dtn.model)
+        if not path.is_file() or not f_path.is_file():
             return None
         try:
+            encoder = load_f(f_path, self.rt.device)
             g, info = load_generator(path, self.rt.device)
         except CheckpointError as exc:
             self.say(f"{self.name}: no DTN column in the grid: {exc}")
             return None
-        if info.get("f_key") != self.f_key:
-            self.say(f"{self.name}: no DTN column in the grid: {path} was trained on another f")
+        if info.get("f_key") != str(encoder.info.get("run", {}).get("key", "")):
+            self.say(f"{self.name}: no DTN column in the grid: {path} was trained on another f than {f_path}")
             return None
         images, _ = all_images([split])
-        return to_uint8_images(generate(self.encoder, g, images)).numpy()
+        return to_uint8_images(generate(encoder, g, images)).numpy()
 
     def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         traits = metrics["traits"]
