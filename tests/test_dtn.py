@@ -130,6 +130,7 @@ def test_every_weight_shaping_param_changes_the_run_key() -> None:
         (TrainParams(), DtnParams(alpha=10)),
         (TrainParams(), DtnParams(schedule="adaptive")),
         (TrainParams(), DtnParams(ngf=8)),
+        (TrainParams(), DtnParams(decoder_steps=100)),
     ]:
         assert run_key(train, dtn, "data", "f").value != base.value
     assert run_key(TrainParams(), DtnParams(), "data", "other f").value != base.value
@@ -272,6 +273,39 @@ def test_d_judges_each_group_alone_in_d_and_g_updates(
     # per step: D update on G(x), G(t), t; G update on G(x), G(t); batch 16 each
     assert seen == [16] * 10, seen
     assert autocast == {(net, precision == "bf16") for net in ("D", "g", "f")}
+
+
+def test_decoder_steps_train_g_alone_on_avatars_before_the_gan(
+    tmp_path: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During `decoder_steps` g decodes f(avatar) under L_TID (+ L_TV) alone: D neither trains nor judges, and
+    L_CONST does not reach f; the GAN's step follows."""
+    cwd = workdir(tmp_path / "decoder", tiny_world, steps=3, decoder_steps=2, d_steps=1, g_steps=1)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params["train"]["log_every"] = 1
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(cwd)
+    seen: list[tuple[str, int]] = []
+    forward, decode = TripleDiscriminator.forward, EmojiDecoder.forward
+
+    def spy(self: TripleDiscriminator, emoji: torch.Tensor) -> torch.Tensor:
+        seen.append(("D", int(emoji.shape[0])))
+        return forward(self, emoji)
+
+    def spy_g(self: EmojiDecoder, embedding: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            seen.append(("g", int(embedding.shape[0])))
+        return decode(self, embedding)
+
+    monkeypatch.setattr(TripleDiscriminator, "forward", spy)
+    monkeypatch.setattr(EmojiDecoder, "forward", spy_g)
+    train_model(TrainDtn(load_params(cwd / "params.yaml"), say=lambda _: None))
+    # steps 1-2: g of 16 avatars' embeddings only; step 3: g of photos + avatars, then D on 3 groups, G on 2
+    assert seen[:2] == [("g", 16), ("g", 16)], seen
+    assert seen[2:] == [("g", 32)] + [("D", 16)] * 5, seen
+    tid = curve(cwd / "reports/train_dtn/plots/metrics/train/L_TID.tsv")
+    loss_d = curve(cwd / "reports/train_dtn/plots/metrics/train/loss_D.tsv")
+    assert len(tid) == 3 and len(loss_d) == 1  # D's loss exists from the GAN's first step on
 
 
 def test_adaptive_schedule_trains_and_missing_f_names_the_stage(tmp_path: Path, tiny_world: Path) -> None:

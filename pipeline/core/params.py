@@ -108,7 +108,7 @@ class CrawlAvatarsParams(FetchParams):
     """`crawl_avatars`: sample trait combinations from the catalogue and fetch their renders."""
 
     endpoint: str = "sandbox"
-    count: int = Field(400, ge=1, le=10_000_000)
+    count: int = Field(3000, ge=1, le=10_000_000)
     seed: int = 0
     genders: Annotated[tuple[Literal[1, 2], ...], AsTuple] = (1, 2)
     styles: Annotated[tuple[Literal[4, 5], ...], AsTuple] = (4, 5)
@@ -486,6 +486,8 @@ class DtnParams(_Section):
     g_steps: int = Field(1, ge=1, le=100)  # fixed: G updates per step
     adaptive_low: float = Field(0.35, gt=0)  # adaptive: train D until its source loss is below this ...
     adaptive_high: float = Field(1.0, gt=0)  # ... then G until it rises above this
+    decoder_steps: int = Field(0, ge=0, le=10_000_000)  # the first steps of train.steps: g alone learns to decode
+    # f(avatar) into the avatar (beta L_TID + gamma L_TV) before D and L_CONST join; 0 = the GAN from step 0
     grid_photos: int = Field(16, ge=1, le=256)  # fixed test photos in the photo -> emoji grids
     trait_steps: int = Field(200, ge=1, le=1_000_000)  # steps of the trait classifier on the real avatars
     trait_lr: float = Field(0.002, gt=0, le=1)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.checkpoint import load_checkpoint
-from pipeline.core.reuse import canonical_json, result_key
+from pipeline.core.reuse import canonical_json, result_key, shaping_params
 
 CHECKPOINT_FILE = "last.pt"  # the resume state in a stage's checkpoint_dir
 
@@ -34,6 +35,15 @@ class RunKey:
 
     def record(self) -> dict[str, Any]:
         return {"params": self.params, "code": self.code, "data": self.data, "key": self.value}
+
+
+def loop_params(section: Mapping[str, Any], ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """The params of a training section that shape its weights: all but `ignore` and `runtime.threads` (threads change
+    the speed, not the result)."""
+    params = shaping_params(section, ignore)
+    if isinstance(params.get("runtime"), Mapping):
+        params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}
+    return params
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

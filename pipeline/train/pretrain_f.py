@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.params import PretrainFParams, resolved
-from pipeline.core.reuse import code_version, shaping_params
+from pipeline.core.reuse import code_version
 from pipeline.core.runner import StageError
 from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import Augment, ShardDataset, to_model_input, to_uint8_images
@@ -21,7 +21,7 @@ from pipeline.models.avatar_params import AvatarParamsNet, class_targets
 from pipeline.models.face_encoder import save_f
 from pipeline.models.multitask import TwoDomainNet
 from pipeline.models.vgg import VGG
-from pipeline.train.checkpoint import RunKey
+from pipeline.train.checkpoint import RunKey, loop_params
 from pipeline.train.classifier import ClassifierStage, FaceData, read_faces
 from pipeline.train.skeleton import Networks
 
@@ -160,9 +160,7 @@ def dann_ramp(progress: float) -> float:
 
 def run_key(section: PretrainFParams, data_id: str) -> RunKey:
     """What f's weights depend on: the shaping params (threads left out), the code version and the data."""
-    params = shaping_params(resolved(section), NOT_SHAPING)
-    params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}
-    return RunKey(params, code_version("pipeline.train.pretrain_f"), data_id)
+    return RunKey(loop_params(resolved(section), NOT_SHAPING), code_version("pipeline.train.pretrain_f"), data_id)
 
 
 def build_vgg(section: PretrainFParams, num_classes: int) -> tuple[VGG, dict[str, Any]]:

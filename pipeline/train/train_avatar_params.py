@@ -16,7 +16,7 @@ import torch
 
 from pipeline.core.checkpoint import CheckpointError
 from pipeline.core.params import resolved
-from pipeline.core.reuse import code_version, shaping_params
+from pipeline.core.reuse import code_version
 from pipeline.core.runner import StageError
 from pipeline.core.traits import AvatarSpec, catalogue_options, make_spec
 from pipeline.core.viz import image_grid
@@ -36,7 +36,7 @@ from pipeline.models.avatar_params import AvatarReader, class_targets, save_avat
 from pipeline.models.dtn import load_generator
 from pipeline.models.face_encoder import load_f
 from pipeline.sandbox.avatar import render_avatar
-from pipeline.train.checkpoint import RunKey
+from pipeline.train.checkpoint import RunKey, loop_params
 from pipeline.train.loop import lr_factor
 from pipeline.train.skeleton import ModelStage, Networks
 
@@ -116,10 +116,8 @@ class TrainAvatarParams(ModelStage):
         return lr_factor(step, self.section.steps, WARMUP_STEPS, "cosine")
 
     def run_key(self) -> RunKey:
-        params = shaping_params(resolved(self.section), NOT_SHAPING)
-        params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}
-        data = {"the shards": self.data.data_id}
-        return RunKey(params, code_version("pipeline.train.train_avatar_params"), data)
+        params = loop_params(resolved(self.section), NOT_SHAPING)
+        return RunKey(params, code_version("pipeline.train.train_avatar_params"), {"the shards": self.data.data_id})
 
     def before_fit(self) -> None:
         """The classes of every train avatar's keys, and the randomisation."""

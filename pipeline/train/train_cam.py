@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pipeline.core.checkpoint import load_checkpoint
 from pipeline.core.params import CamParams, resolved
 from pipeline.core.progress import Progress
-from pipeline.core.reuse import code_version, shaping_params
+from pipeline.core.reuse import code_version
 from pipeline.core.runner import StageError
 from pipeline.dataset.loader import ShardDataset, to_model_input
 from pipeline.evaluate.cam_boxes import floor
@@ -23,7 +23,7 @@ from pipeline.evaluate.localise import BOX_COLUMNS, IOU_BINS, haar_boxes, locali
 from pipeline.models.cam import Tail, build_cam_model, freeze, save_cam
 from pipeline.models.face_encoder import ARCH_KEYS as F_ARCH_KEYS
 from pipeline.models.face_encoder import F_FORMAT
-from pipeline.train.checkpoint import RunKey
+from pipeline.train.checkpoint import RunKey, loop_params
 from pipeline.train.classifier import ClassifierStage, FaceData, read_faces
 from pipeline.train.skeleton import Networks
 
@@ -185,9 +185,7 @@ class TrainCam(ClassifierStage):
 
 def run_key(section: CamParams, data_id: str | dict[str, str]) -> RunKey:
     """What the weights depend on: the shaping params (threads left out), the code version, the data (and f)."""
-    params = shaping_params(resolved(section), NOT_SHAPING)
-    params["runtime"] = {k: v for k, v in params["runtime"].items() if k != "threads"}
-    return RunKey(params, code_version("pipeline.train.train_cam"), data_id)
+    return RunKey(loop_params(resolved(section), NOT_SHAPING), code_version("pipeline.train.train_cam"), data_id)
 
 
 def f_conv_stack(section: CamParams, path: Path) -> tuple[dict[str, torch.Tensor], str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.params import DcganParams, TrainParams, resolved
-from pipeline.core.reuse import code_version
+from pipeline.core.reuse import code_version, shaping_params
 from pipeline.core.runner import StageError
 from pipeline.core.storage import atomic_write_bytes
 from pipeline.core.viz import image_grid
@@ -20,7 +20,7 @@ from pipeline.dataset.loader import Augment, ShardDataset, to_model_input
 from pipeline.evaluate.frechet import InceptionError, load_inception
 from pipeline.evaluate.gan import evaluate_generator
 from pipeline.models.dcgan import IMAGE_SIZE, Discriminator, Generator, fixed_noise, sample, save_dcgan
-from pipeline.train.checkpoint import RunKey
+from pipeline.train.checkpoint import RunKey, loop_params
 from pipeline.train.classifier import read_faces
 from pipeline.train.skeleton import ModelStage, Networks
 
@@ -136,9 +136,8 @@ class TrainDcgan(ModelStage):
 
 def run_key(train: TrainParams, section: DcganParams, data_id: str) -> RunKey:
     """What the weights, curves and grids depend on: both sections' shaping params, the code and the data."""
-    loop = {k: v for k, v in resolved(train).items() if k != "checkpoint_every"}
-    loop["runtime"] = {k: v for k, v in loop["runtime"].items() if k != "threads"}
-    shaping = {k: v for k, v in resolved(section).items() if k not in NOT_SHAPING}
+    loop = loop_params(resolved(train), ("checkpoint_every",))
+    shaping = shaping_params(resolved(section), NOT_SHAPING)
     return RunKey({"train": loop, "dcgan": shaping}, code_version("pipeline.train.train_dcgan"), data_id)
 
 

@@ -26,7 +26,7 @@ from pipeline.models.dtn import (
     total_variation,
 )
 from pipeline.models.face_encoder import load_f
-from pipeline.train.checkpoint import RunKey
+from pipeline.train.checkpoint import RunKey, loop_params
 from pipeline.train.skeleton import ModelStage, Networks
 
 # Keys that never change the trained weights: where things go, how often they are logged, the evaluation's own knobs.
@@ -130,8 +130,11 @@ class TrainDtn(ModelStage):
             return self.g_net(embeddings).float()
 
     def train_step(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
-        """D updates, then G updates, on a batch of source photos and as many random target avatars."""
+        """D updates, then G updates, on a batch of source photos and as many random target avatars; during the first
+        `decoder_steps`, g alone learns to decode f of avatars."""
         section, schedule, trainer = self.section, self.schedule, self.trainer
+        if trainer.step < section.decoder_steps:
+            return self.decoder_step(len(batch["index"]), generator)
         # ---- inputs: f of the photos (precomputed: f is frozen) and random target avatars
         positions = torch.tensor([self.position_of[int(row)] for row in batch["index"]])
         size = len(positions)
@@ -177,6 +180,17 @@ class TrainDtn(ModelStage):
             out.update({"train/L_CONST": const.detach(), "train/L_TID": tid.detach(), "train/L_TV": tv.detach()})
         return out
 
+    def decoder_step(self, size: int, generator: torch.Generator) -> dict[str, Any]:
+        """g as a decoder of f's avatar embeddings: beta L_TID + gamma L_TV on random target avatars, one G update.
+        It starts the GAN from a g that already draws avatars (the issue's lever; Taigman et al. start from noise)."""
+        pick = torch.randint(len(self.avatar_images), (size,), generator=generator)
+        target = self.rt.memory_format(self.avatar_images[pick])
+        fake = self.draw(self.avatar_embeddings[pick])
+        tid, tv = distance(fake, target, self.section.tid_distance), total_variation(fake)
+        loss = self.section.beta * tid + self.section.gamma * tv
+        self.trainer.backward(loss, "G")
+        return {"train/loss_G": loss.detach(), "train/L_TID": tid.detach(), "train/L_TV": tv.detach()}
+
     def evaluate(self) -> dict[str, float]:
         """L_CONST and the median retrieval rank of the grid's test photos."""
         probes = encode_emoji(self.encoder, self.g(self.grid_embeddings))
@@ -219,9 +233,8 @@ class TrainDtn(ModelStage):
 
 def run_key(train: TrainParams, section: DtnParams, data_id: str, f_key: str) -> RunKey:
     """What the DTN's weights depend on: both sections' shaping params, the code, the shards and f."""
-    loop = shaping_params(resolved(train), NOT_SHAPING_TRAIN)
-    loop["runtime"] = {k: v for k, v in loop["runtime"].items() if k != "threads"}
-    params = {"train": loop, "dtn": shaping_params(resolved(section), NOT_SHAPING_DTN)}
+    params = {"train": loop_params(resolved(train), NOT_SHAPING_TRAIN)}
+    params["dtn"] = shaping_params(resolved(section), NOT_SHAPING_DTN)
     return RunKey(params, code_version("pipeline.train.train_dtn"), {"the shards": data_id, "f.pt": f_key})
 
 
