@@ -180,7 +180,7 @@ def workdir(root: Path, world: Path, steps: int, **dtn: object) -> Path:
         "pretrain_f": {"model": str(world / "f.pt")},
         "train": {"steps": steps, "batch_size": 16, "lr": 0.001, "log_every": 5, "eval_every": 10,
                   "checkpoint_every": 10, "runtime": {"threads": 1}},
-        "dtn": {"ngf": 8, "ndf": 8, "emoji_size": 32, "grid_photos": 4, "trait_steps": 40, **dtn},
+        "dtn": {"ngf": 8, "ndf": 8, "emoji_size": 32, "grid_photos": 4, "trait_steps": 40, "decoder_steps": 0, **dtn},
     }  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root

@@ -477,7 +477,7 @@ class DtnParams(_Section):
     ndf: int = Field(16, ge=1, le=1024)  # channels of D's first conv
     dropout: float = Field(0.0, ge=0, lt=1)  # Dropout2d after every hidden block of g
     alpha: float = Field(100.0, ge=0)  # weight of L_CONST = d(f(x), f(G(x)))
-    beta: float = Field(1.0, ge=0)  # weight of L_TID = d2(t, G(t))
+    beta: float = Field(10.0, ge=0)  # weight of L_TID = d2(t, G(t)) (the paper: 1)
     gamma: float = Field(0.05, ge=0)  # weight of L_TV
     const_distance: Literal["cosine", "mse", "l1"] = "cosine"  # d of L_CONST
     tid_distance: Literal["cosine", "mse", "l1"] = "mse"  # d2 of L_TID
@@ -486,7 +486,7 @@ class DtnParams(_Section):
     g_steps: int = Field(1, ge=1, le=100)  # fixed: G updates per step
     adaptive_low: float = Field(0.35, gt=0)  # adaptive: train D until its source loss is below this ...
     adaptive_high: float = Field(1.0, gt=0)  # ... then G until it rises above this
-    decoder_steps: int = Field(0, ge=0, le=10_000_000)  # the first steps of train.steps: g alone learns to decode
+    decoder_steps: int = Field(200, ge=0, le=10_000_000)  # the first steps of train.steps: g alone learns to decode
     # f(avatar) into the avatar (beta L_TID + gamma L_TV) before D and L_CONST join; 0 = the GAN from step 0
     grid_photos: int = Field(16, ge=1, le=256)  # fixed test photos in the photo -> emoji grids
     trait_steps: int = Field(200, ge=1, le=1_000_000)  # steps of the trait classifier on the real avatars
