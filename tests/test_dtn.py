@@ -207,7 +207,7 @@ def test_a_short_training_lowers_g_loss_and_writes_metrics_with_chance_and_grids
     # D is left untrained (d_steps 0) so that G's objective is a fixed target: its updates must descend it. With D
     # training too, 40 steps on this tiny world are a tug of war (test_adaptive_schedule_trains covers that path);
     # the tiny untrained f maps every face nearly alike, so L_CONST alone is small from the start.
-    cwd = workdir(tmp_path / "run", tiny_world, steps=40, alpha=100.0, schedule="fixed", d_steps=0)
+    cwd = workdir(tmp_path / "run", tiny_world, steps=40, alpha=100.0, beta=1.0, schedule="fixed", d_steps=0)
     result = stage(cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     plots = cwd / "reports/train_dtn/plots"

@@ -43,6 +43,9 @@ from pipeline.train.skeleton import ModelStage, Networks
 NOT_SHAPING = ("log_every", "eval_every", "checkpoint_every", "skin_tone_bins", "grid_people", "model", "metrics")
 NOT_SHAPING += ("details", "run_log", "live_dir", "checkpoint_dir")
 WARMUP_STEPS = 20
+# The randomisation of f's avatar task, with weaker exposure and gamma jitter (0.15 instead of 0.4): skin tone is a
+# brightness, and on the val people it read 0.91 instead of 0.61 (mean balanced accuracy 0.79 instead of 0.75).
+PHOTO_LIKE = Randomize(exposure=0.15, gamma=0.15)
 GRID_SIDE = 96
 
 
@@ -123,7 +126,7 @@ class TrainAvatarParams(ModelStage):
         """The classes of every train avatar's keys, and the randomisation."""
         self.targets = class_targets(self.data.avatars["train"].index, self.net.vocab)
         self.position_of = {int(row): i for i, row in enumerate(self.data.avatars["train"].rows)}
-        self.randomize = Randomize() if self.section.randomize else None
+        self.randomize = PHOTO_LIKE if self.section.randomize else None
 
     def train_step(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
         """Photo-like avatars through the reader, every key's and trait's cross-entropy, one AdamW step."""
