@@ -29,6 +29,53 @@ def test_vgg_gap_shapes_finite_outputs_and_a_gradient_for_every_parameter(input_
         assert parameter.grad.abs().sum() > 0, name
 
 
+def test_the_finer_map_drops_pool4_only_keeps_f_s_layer_names_and_doubles_the_side() -> None:
+    torch.manual_seed(0)
+    coarse = VGGGAP(num_classes=3, input_size=128, width=0.125, map_stride=16)
+    fine = VGGGAP(num_classes=3, input_size=128, width=0.125, map_stride=8)
+    x = torch.randn(2, 3, 128, 128)
+    assert coarse.forward_features(x).shape == (2, 128, 8, 8)
+    assert fine.forward_features(x).shape == (2, 128, 16, 16)  # conv5-3 at 1/8 of the input: 4x the cells
+    pools = [sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) for model in (coarse, fine)]
+    assert pools == [4, 3]
+    assert isinstance(fine.features[3][-1], torch.nn.Identity) and isinstance(fine.features[2][-1], torch.nn.MaxPool2d)
+    f = VGG(num_classes=3, input_size=128, width=0.125)
+    fine.features.load_state_dict(
+        {k.removeprefix("features."): v for k, v in f.state_dict().items() if k.startswith("features.")}
+    )  # strict: the conv weights f trained at 1/16 load unchanged
+    logits = fine(x)
+    logits.sum().backward()
+    assert logits.shape == (2, 3) and all(p.grad is not None for p in fine.parameters())
+    with pytest.raises(ValueError, match="map_stride=4"):
+        VGGGAP(num_classes=3, input_size=128, width=0.125, map_stride=4)
+
+
+def test_the_finer_map_boxes_a_small_face_wherever_it_falls_on_the_grid() -> None:
+    """A 24 px face on a 256 px photo, at 8 offsets against the grid: boxed from a 32 x 32 map (8 px cells) and
+    from a 16 x 16 one (16 px cells).
+
+    The map fires on the cells the face covers, in proportion to the share of each cell that is face, as a perfect
+    CAM would; the box is then found on the upsampled map at half its peak. 16 px cells cannot follow a face
+    whose edges fall inside them; 8 px cells can.
+    """
+
+    def boxed(face: Box, cells: int) -> float:
+        cell = 256 / cells
+        heat = torch.zeros(1, 1, cells, cells)
+        for row in range(cells):
+            for col in range(cells):
+                overlap_y = max(0.0, min(face.y + face.h, (row + 1) * cell) - max(face.y, row * cell))
+                overlap_x = max(0.0, min(face.x + face.w, (col + 1) * cell) - max(face.x, col * cell))
+                heat[0, 0, row, col] = overlap_x * overlap_y / cell**2
+        up = torch.nn.functional.interpolate(heat, size=(256, 256), mode="bilinear", align_corners=False)
+        box, _ = cam_box(min_max(up[:, 0])[0].numpy(), threshold=0.5)
+        return iou(box, face)
+
+    faces = [Box(96.0 + offset, 64.0 + offset, 24.0, 24.0) for offset in range(0, 16, 2)]
+    fine, coarse = [boxed(face, 32) for face in faces], [boxed(face, 16) for face in faces]
+    assert min(fine) > 0.8 and min(coarse) < 0.6 and np.mean(fine) > np.mean(coarse) + 0.1
+
+
 def test_the_logit_is_the_mean_of_the_class_activation_map_plus_the_bias() -> None:
     torch.manual_seed(0)
     model = VGGGAP(num_classes=4, input_size=64, width=0.125).eval()
@@ -120,6 +167,15 @@ def two_blobs() -> np.ndarray:
     heat[30:36, 30:36] = 0.5  # 36 px, above 0.2 of the peak
     heat[20, 2] = 0.1  # below the threshold
     return heat
+
+
+def test_box_scale_resizes_the_box_about_its_centre_and_keeps_the_regions() -> None:
+    heat = np.zeros((100, 100), np.float32)
+    heat[20:60, 30:50] = 1.0  # one region: x 30..50, y 20..60
+    box, found = cam_box(heat, 0.5, "largest", scale=0.5)
+    assert found == [Box(30, 20, 20, 40)] and box == Box(35, 30, 10, 20)
+    assert cam_box(heat, 0.5, "largest", scale=1.5)[0] == Box(25, 10, 30, 60)
+    assert cam_box(heat, 0.5)[0] == found[0]
 
 
 def test_largest_keeps_the_largest_region_and_every_encloses_all_regions() -> None:

@@ -56,3 +56,19 @@ def test_generator_output_becomes_uint8_images() -> None:
     images = to_uint8_images(x)
     assert images.dtype == torch.uint8 and images.shape == (2, 2, 2, 3)
     assert images[0, 0, 0].tolist() == [0, 128, 255]
+
+
+def test_spectral_norm_d_has_no_batchnorm_and_unit_spectral_norms() -> None:
+    torch.manual_seed(0)
+    disc = Discriminator(8, spectral_norm=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in disc.modules())
+    for _ in range(20):  # the power iteration converges over forward passes in training mode
+        disc(torch.randn(4, 3, 64, 64))
+    convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 5
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert 0.9 < float(sigma) < 1.1
+    logits = disc(torch.randn(3, 3, 64, 64))
+    logits.sum().backward()
+    assert logits.shape == (3,) and all(p.grad is not None for p in disc.parameters())

@@ -21,6 +21,7 @@ from pipeline.core.manifest import write_manifest
 from pipeline.dataset.shards import BOX_COLUMNS, write_dataset
 from pipeline.dataset.splits import SPLITS
 from pipeline.evaluate.cam_boxes import Box, iou
+from pipeline.evaluate.localise import SIZE_BINS
 from pipeline.models.cam import load_cam
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
@@ -130,6 +131,14 @@ def test_stage_learns_identities_and_scores_boxes_against_the_index_s(trained: P
     sheet = cv2.imread(str(live / "images/test_overlays.png"))
     assert sheet is not None and sheet.shape[1] > 4 * SIDE
     assert sum(details["iou_histogram"].values()) == 24 and details["map"] == "class activation map"
+    # by face size: every test photo in one bin, each bin beside its own mean-box floor
+    sizes = details["by_size"]
+    assert set(sizes) == set(SIZE_BINS) and sum(row["photos"] for row in sizes.values()) == 24
+    for name, row in sizes.items():
+        assert (row["localised"] is None) == (row["photos"] == 0) == (row["floor"] is None), name
+    small = sizes[next(iter(SIZE_BINS))]
+    assert metrics["localised_small"] == small["localised"] and metrics["floor_localised_small"] == small["floor"]
+    assert details["map_side"] == model.arch["input_size"] // 8 and model.arch["map_stride"] == 8
 
 
 def test_a_rerun_resumes_nothing_to_do_and_gives_the_same_model(trained: Path) -> None:
@@ -198,7 +207,7 @@ def test_frozen_blocks_stay_as_f_made_them_and_the_rest_learns(tmp_path: Path, c
     assert not torch.equal(trained_state["features.4.0.weight"], f_state["4.0.weight"])
     assert json.loads((run_dir / "metrics/cam.json").read_text())["test_top1"] > 0.25  # chance: 4 identities
     details = json.loads((run_dir / "reports/details/cam.json").read_text())
-    assert set(details["val_threshold_sweep"]) == {f"{t:.1f}" for t in train_cam.SWEEP}
+    assert set(details["val_sweep"]) == {f"threshold {t:.1f}, box scale {s:.1f}" for t, s in train_cam.SWEEP}
 
 
 def test_frozen_blocks_need_f() -> None:

@@ -17,7 +17,7 @@ from pipeline.core.checkpoint import load_checkpoint
 from pipeline.models.dcgan import DCGAN_FORMAT
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
-from pipeline.train.train_dcgan import discriminator_loss
+from pipeline.train.train_dcgan import discriminator_loss, generator_loss
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {
@@ -29,6 +29,7 @@ TRAIN = {
     "runtime": {"threads": 1},
 }
 DCGAN = {"nz": 8, "ngf": 4, "ndf": 4, "grid_samples": 8}
+DIFFAUGMENT = ["color", "translation", "cutout"]  # the default
 
 
 def tiny_f(path: Path) -> Path:
@@ -88,7 +89,12 @@ def test_stage_trains_writes_curves_grids_gif_and_fd_beside_its_floor(tmp_path: 
     assert gif.format == "GIF" and gif.n_frames == 4
     assert Image.open(live / "plots/images/samples_final.png").size == (8 * 66 + 2, 8 * 66 + 2)
     model = load_checkpoint(root / "models/dcgan.pt", DCGAN_FORMAT)
-    assert model["arch"] == {"nz": 8, "ngf": 4, "ndf": 4} and model["params"]["train"]["lr"] == 0.0002
+    assert model["arch"] == {"nz": 8, "ngf": 4, "ndf": 4, "spectral_norm": False}
+    assert model["params"]["train"]["lr"] == 0.0002 and model["params"]["dcgan"]["diffaugment"] == DIFFAUGMENT
+    # the memorisation guard: generated faces' nearest training face against the test faces'
+    assert 0 <= metrics["copy_share"] <= 1 and metrics["copy_share_chance"] == 0.05
+    guard = details["memorisation"]
+    assert guard["nearest_train_generated_median"] > 0 and guard["nearest_train_test_median"] > 0
     assert model["metrics"] == metrics
     # A second run resumes from the final checkpoint: nothing retrained, the same numbers
     again = stage(root).stdout
@@ -139,3 +145,29 @@ def test_smoothed_real_label_stops_d_at_its_target_and_1_never_does() -> None:
     surer = torch.logit(torch.tensor([0.99])).requires_grad_()
     discriminator_loss(surer, fake, 0.9).backward()
     assert float(surer.grad) > 0  # and past the target it pulls them back
+
+
+def test_hinge_losses_stop_at_the_margin() -> None:
+    real = torch.tensor([2.0, 0.5], requires_grad=True)
+    fake = torch.tensor([-2.0, 0.0], requires_grad=True)
+    loss = discriminator_loss(real, fake, 0.9, "hinge")
+    assert float(loss.detach()) == pytest.approx((0 + 0.5) / 2 + (0 + 1) / 2)
+    loss.backward()
+    assert real.grad.tolist() == [0.0, -0.5] and fake.grad.tolist() == [0.0, 0.5]  # past the margin: no push
+    fooled = torch.tensor([1.0, -3.0], requires_grad=True)
+    generator_loss(fooled, "hinge").backward()
+    assert fooled.grad.tolist() == [-0.5, -0.5]  # G always pushes its faces' scores up
+    assert float(generator_loss(torch.zeros(2))) == pytest.approx(0.6931, abs=1e-4)  # bce: -log 0.5
+
+
+def test_stabilisers_are_params_that_change_the_run(tmp_path: Path, tiny_faces: Path) -> None:
+    root = workdir(tmp_path / "run", tiny_faces, train={"steps": 2}, dcgan={"diffaugment": []})
+    stage(root)
+    workdir(root, tiny_faces, train={"steps": 2}, dcgan={"spectral_norm": True, "loss": "hinge", "lr_d": 0.0004})
+    out = stage(root).stdout
+    assert "starting fresh" in out and "dcgan.diffaugment" in out
+    model = load_checkpoint(root / "models/dcgan.pt", DCGAN_FORMAT)
+    assert model["arch"]["spectral_norm"] is True
+    checkpoint = load_checkpoint(root / "models/checkpoints/train_dcgan/last.pt")
+    assert checkpoint["optimizers"]["D"]["param_groups"][0]["lr"] == 0.0004
+    assert checkpoint["optimizers"]["G"]["param_groups"][0]["lr"] == 0.0002

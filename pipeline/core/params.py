@@ -53,6 +53,16 @@ def _as_tuple(value: Any) -> Any:
 AsTuple = BeforeValidator(_as_tuple)  # YAML has lists, not tuples; the items stay strict
 
 
+def _distinct(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists an entry twice: {value}")
+    return value
+
+
+# DiffAugment's transforms (pipeline.models.diffaugment.POLICIES), applied in the listed order, each at most once
+DiffAugmentPolicy = Annotated[list[Literal["color", "translation", "cutout"]], AfterValidator(_distinct)]
+
+
 class FaultParams(_Section):
     """Fault injection of the sandbox (tests and drills only; every rate is a probability per request)."""
 
@@ -398,7 +408,9 @@ class CamParams(LoopParams):
     cached_views: int = Field(
         4, ge=0, le=64
     )  # views of each photo whose frozen-block output is computed once; 0 = none
-    input_size: int = Field(256, ge=32, le=1024, multiple_of=16)  # the photo is resized to this; the map is 1/16
+    input_size: int = Field(256, ge=32, le=1024, multiple_of=16)  # the photo is resized to this
+    # gap head: input pixels per CAM cell; 16 = the paper's VGG-GAP, 8 = pool4 dropped (Choe et al. 2020)
+    map_stride: Literal[8, 16] = 8
     width: float = Field(0.125, gt=0, le=4)  # multiplier of every conv (and FC) width; 1 = paper scale
     batch_norm: bool = True
     cam_channels: int = Field(1024, ge=1, le=8192)  # the added 3x3 conv, before the width multiplier
@@ -411,7 +423,9 @@ class CamParams(LoopParams):
     warmup_steps: int = Field(20, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: AugmentParams = AugmentParams()
-    threshold: float = Field(0.7, gt=0, lt=1)  # a region is the map above this share of its peak (paper: 0.2; val: 0.7)
+    threshold: float = Field(0.5, gt=0, lt=1)  # a region is the map above this share of its peak (paper: 0.2; val: 0.5)
+    # the box resized about its centre: the map's region covers the head, the Haar box the inner face (val: 0.6)
+    box_scale: float = Field(0.6, gt=0, le=2)
     boxes: Literal["largest", "every"] = "largest"  # the largest region's box | one box around every region
     min_iou: float = Field(0.5, gt=0, le=1)  # a test photo is localised when its box has IoU >= this with Haar's
     eval_flip: bool = True  # predict and map on the photo and its mirror image (mean logits, mean map)
@@ -446,6 +460,12 @@ class DcganParams(_Section):
     flip: float = Field(0.5, ge=0, le=1)  # probability of a mirrored training face
     # D's target for real faces: 0.9 is one-sided label smoothing (Salimans et al. 2016); 1.0 = the paper's loss
     real_label: float = Field(0.9, gt=0.5, le=1)
+    # DiffAugment (Zhao et al. 2020): these transforms, in order, on every image D sees, real and generated, in
+    # D's step and G's; [] = off
+    diffaugment: DiffAugmentPolicy = Field(["color", "translation", "cutout"])
+    spectral_norm: bool = False  # spectral norm on D's convs in place of its BatchNorm (SN-GAN)
+    loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's (non-saturating G) | hinge: SN-GAN's (real_label unused)
+    lr_d: float | None = Field(None, gt=0, le=1)  # D's own Adam lr (two time-scale updates); null = train.lr
     grid_samples: int = Field(32, ge=1, le=256)  # fixed-noise samples in every sample grid (8 per row)
     real_splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
     eval_flip: bool = True  # real faces enter the evaluation with their mirror images (twice the samples)
@@ -459,10 +479,8 @@ class DcganParams(_Section):
 
     @field_validator("real_splits")
     @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a split twice: {value}")
-        return value
+    def _distinct_splits(cls, value: list[str]) -> list[str]:
+        return _distinct(value)
 
 
 class DtnParams(_Section):
@@ -477,7 +495,7 @@ class DtnParams(_Section):
     ndf: int = Field(16, ge=1, le=1024)  # channels of D's first conv
     dropout: float = Field(0.0, ge=0, lt=1)  # Dropout2d after every hidden block of g
     alpha: float = Field(100.0, ge=0)  # weight of L_CONST = d(f(x), f(G(x)))
-    beta: float = Field(10.0, ge=0)  # weight of L_TID = d2(t, G(t)) (the paper: 1)
+    beta: float = Field(30.0, ge=0)  # weight of L_TID = d2(t, G(t)) (the paper: 1; 30 on val, docs/dtn.md)
     gamma: float = Field(0.05, ge=0)  # weight of L_TV
     const_distance: Literal["cosine", "mse", "l1"] = "cosine"  # d of L_CONST
     tid_distance: Literal["cosine", "mse", "l1"] = "mse"  # d2 of L_TID
@@ -488,6 +506,8 @@ class DtnParams(_Section):
     adaptive_high: float = Field(1.0, gt=0)  # ... then G until it rises above this
     decoder_steps: int = Field(200, ge=0, le=10_000_000)  # the first steps of train.steps: g alone learns to decode
     # f(avatar) into the avatar (beta L_TID + gamma L_TV) before D and L_CONST join; 0 = the GAN from step 0
+    # DiffAugment (Zhao et al. 2020) on everything D sees, in its updates and G's; [] = off
+    diffaugment: DiffAugmentPolicy = Field([])
     grid_photos: int = Field(16, ge=1, le=256)  # fixed test photos in the photo -> emoji grids
     trait_steps: int = Field(200, ge=1, le=1_000_000)  # steps of the trait classifier on the real avatars
     trait_lr: float = Field(0.002, gt=0, le=1)

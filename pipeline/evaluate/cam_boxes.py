@@ -56,14 +56,18 @@ def regions(heat: np.ndarray, threshold: float = 0.2) -> list[Box]:
     return [Box(x0, y0, x1 - x0, y1 - y0) for y0, x0, y1, x1 in (region.bbox for region in found)]
 
 
-def cam_box(heat: np.ndarray, threshold: float = 0.2, mode: str = "largest") -> tuple[Box | None, list[Box]]:
+def cam_box(
+    heat: np.ndarray, threshold: float = 0.2, mode: str = "largest", scale: float = 1.0
+) -> tuple[Box | None, list[Box]]:
     """The box a CAM answers with, and the regions it came from.
 
     `largest`: the box of the largest region (Zhou et al.). `every`: the box that encloses every region (the seed
     drew a box per region; for one answer per photo they are merged, never picked by their overlap with the truth).
+    `scale` then resizes the box about its centre: a CAM region covers the head, the Haar box the inner face, and a
+    factor calibrated on val boxes (as the threshold is) maps one onto the other.
 
     Returns:
-        (box, regions): box is None for a map with no region (a flat map).
+        (box, regions): box is None for a map with no region (a flat map); the regions are not rescaled.
     """
     if mode not in BOX_MODES:
         raise ValueError(f"mode={mode!r}: use one of {BOX_MODES}")
@@ -71,10 +75,20 @@ def cam_box(heat: np.ndarray, threshold: float = 0.2, mode: str = "largest") -> 
     if not found:
         return None, []
     if mode == "largest":
-        return found[0], found[:1]
-    x0, y0 = min(b.x for b in found), min(b.y for b in found)
-    x1, y1 = max(b.x + b.w for b in found), max(b.y + b.h for b in found)
-    return Box(x0, y0, x1 - x0, y1 - y0), found
+        box, kept = found[0], found[:1]
+    else:
+        x0, y0 = min(b.x for b in found), min(b.y for b in found)
+        x1, y1 = max(b.x + b.w for b in found), max(b.y + b.h for b in found)
+        box, kept = Box(x0, y0, x1 - x0, y1 - y0), found
+    return rescaled(box, scale), kept
+
+
+def rescaled(box: Box, scale: float) -> Box:
+    """The box resized by `scale` about its centre."""
+    if scale == 1.0:
+        return box
+    centre_x, centre_y = box.x + box.w / 2, box.y + box.h / 2
+    return Box(centre_x - box.w * scale / 2, centre_y - box.h * scale / 2, box.w * scale, box.h * scale)
 
 
 @dataclass

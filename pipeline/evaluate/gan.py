@@ -93,8 +93,44 @@ def evaluate_generator(
         "samples": int(2 * n),  # generated and real, each; every FD compares n = samples / 2 with n
         "real_faces": len(np.unique(photo[used])),
     }
+    guard = memorisation(encoder.embed, in_f["fake_features"], data_root)
+    if guard:
+        metrics["copy_share"], metrics["copy_share_chance"] = guard.pop("copy_share"), guard.pop("chance")
+        details["memorisation"] = guard
     if section.inception is not None:
         in_inception = frechet_report(load_inception(section.inception, device), real, halves, fake)
         metrics["fid"] = round(in_inception["fd"], 3)
         metrics["fid_floor"] = round(in_inception["floor"], 3)
     return metrics, details
+
+
+COPY_QUANTILE = 0.05  # a generated face nearer a training face than 95 % of the test faces are counts as a copy
+
+
+def memorisation(embed: Embed, fake_features: np.ndarray, data_root: Path) -> dict[str, float]:
+    """Does G copy its training faces? Each generated face's distance in f's space to its nearest training face
+    (and mirror), against the same for the test faces, which G never saw.
+
+    A generator of new faces sits as far from the training set as unseen real faces do: `copy_share`, the share of
+    generated faces nearer a training face than the test faces' 5th percentile, is then about 0.05 (its chance);
+    a generator that reproduces training faces shows far more.
+
+    Returns:
+        copy_share, its chance, the two median nearest-neighbour distances and their ratio; {} when the train or
+        test split holds no faces.
+    """
+    if not len(ShardDataset(data_root, "train")) or not len(ShardDataset(data_root, "test")):
+        return {}
+    train = torch.as_tensor(embed_all(embed, real_views(data_root, ["train"], True)[0]))
+    test = torch.as_tensor(embed_all(embed, real_views(data_root, ["test"], False)[0]))
+    nearest_test = torch.cdist(test, train).min(dim=1).values  # (N_test,)
+    nearest_gen = torch.cdist(torch.as_tensor(fake_features), train).min(dim=1).values  # (N_gen,)
+    threshold = torch.quantile(nearest_test, COPY_QUANTILE)
+    median_gen, median_test = float(nearest_gen.median()), float(nearest_test.median())
+    return {
+        "copy_share": round(float((nearest_gen < threshold).float().mean()), 4),
+        "chance": COPY_QUANTILE,
+        "nearest_train_generated_median": round(median_gen, 4),
+        "nearest_train_test_median": round(median_test, 4),
+        "nearest_ratio": round(median_gen / median_test, 3) if median_test > 0 else None,
+    }

@@ -44,8 +44,8 @@ class FrameAnswer:
     heat: np.ndarray
 
 
-def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int], bool]:
-    """(photo_size, threshold, box mode, occlusion, flip) as train_cam evaluated the model (saved in cam.pt)."""
+def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int], bool, float]:
+    """(photo_size, threshold, box mode, occlusion, flip, box scale) as train_cam evaluated the model (in cam.pt)."""
     params = model.info.get("params", {})
     occlusion = (int(params.get("occlusion_patch", 32)), int(params.get("occlusion_stride", 16)))
     return (
@@ -54,13 +54,14 @@ def _settings(model: CamClassifier) -> tuple[int, float, str, tuple[int, int], b
         params.get("boxes", "largest"),
         occlusion,
         bool(params.get("eval_flip", False)),
+        float(params.get("box_scale", 1.0)),
     )
 
 
 @torch.no_grad()
 def answer_frames(model: CamClassifier, frames: list[np.ndarray]) -> list[FrameAnswer]:
     """Letterbox RGB frames as `pack` did, run the model, and map each heat map and box back onto the frame."""
-    side, threshold, mode, occlusion, flip = _settings(model)
+    side, threshold, mode, occlusion, flip, scale = _settings(model)
     fits = [letterbox(frame, side) for frame in frames]
     device = next(model.parameters()).device
     batch = torch.from_numpy(np.stack([square for square, _ in fits])).to(device)  # (B, side, side, 3)
@@ -72,7 +73,7 @@ def answer_frames(model: CamClassifier, frames: list[np.ndarray]) -> list[FrameA
         inner = heat[fit.pad_y : fit.pad_y + round(fit.raw_height * fit.scale_y), fit.pad_x :]
         inner = inner[:, : round(fit.raw_width * fit.scale_x)]
         heat_full = cv2.resize(inner, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-        box, regions = cam_box(heat_full, threshold, mode)
+        box, regions = cam_box(heat_full, threshold, mode, scale)
         top = int(p.argmax())
         answers.append(FrameAnswer(model.labels[top], float(p[top]), box, regions, heat_full))
     return answers

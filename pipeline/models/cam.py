@@ -12,8 +12,9 @@ from torch import nn
 from pipeline.models.vgg import VGG, VGG16_D, conv_stack, scaled
 from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 
-CAM_FORMAT = "img2caricature/cam-v1"
-ARCH_KEYS = ("head", "num_classes", "input_size", "width", "batch_norm", "cam_channels", "dropout")
+CAM_FORMAT = "img2caricature/cam-v2"
+ARCH_KEYS = ("head", "num_classes", "input_size", "width", "batch_norm", "cam_channels", "dropout", "map_stride")
+MAP_STRIDES = (8, 16)
 HEADS = ("gap", "fc")
 
 
@@ -25,10 +26,12 @@ class VGGGAP(nn.Module):
 
     Args:
         num_classes: identities the head predicts.
-        input_size: side of the square input (the map is input_size // 16 on a side).
+        input_size: side of the square input (the map is input_size // map_stride on a side).
         width: multiplier of every conv width (1.0 = the paper's 64 ... 512 and 1024 channels).
         batch_norm: BatchNorm after every conv, the added one included.
         cam_channels: channels of the added 3x3 conv before the multiplier (the paper's 1024).
+        map_stride: input pixels per map cell. 16: the paper's (four pools before conv5); 8: pool4 is dropped as in
+            Choe et al. 2020's `large_feature_map`, so conv5 and the map are twice as fine (4x the positions).
     """
 
     def __init__(
@@ -38,15 +41,18 @@ class VGGGAP(nn.Module):
         width: float = 1.0,
         batch_norm: bool = True,
         cam_channels: int = 1024,
+        map_stride: int = 16,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or input_size < 32 or width <= 0 or cam_channels < 1:
+        if num_classes < 1 or input_size < 32 or width <= 0 or cam_channels < 1 or map_stride not in MAP_STRIDES:
             raise ValueError(
                 f"num_classes={num_classes} (>= 1), input_size={input_size} (>= 32), width={width} (> 0), "
-                f"cam_channels={cam_channels} (>= 1)"
+                f"cam_channels={cam_channels} (>= 1), map_stride={map_stride} (one of {MAP_STRIDES})"
             )
-        self.num_classes, self.input_size = num_classes, input_size
+        self.num_classes, self.input_size, self.map_stride = num_classes, input_size, map_stride
         self.features = conv_stack(width, batch_norm, pool_last=False)  # the same layer names as VGG's: f loads
+        if map_stride == 8:
+            self.features[3][-1] = nn.Identity()  # pool4 (parameter-free: f's conv weights still load by name)
         channels, self.cam_dim = scaled(VGG16_D[-1][-1], width), scaled(cam_channels, width)
         layers: list[nn.Module] = [nn.Conv2d(channels, self.cam_dim, kernel_size=3, padding=1, bias=not batch_norm)]
         if batch_norm:
@@ -68,7 +74,7 @@ class VGGGAP(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [-1, 1] -> the added conv's map f_k, (B, K, S // 16, S // 16)."""
+        """(B, 3, S, S) in [-1, 1] -> the added conv's map f_k, (B, K, S // map_stride, S // map_stride)."""
         return self.cam_conv(self.features(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -95,10 +101,12 @@ def build_cam_model(
     batch_norm: bool,
     cam_channels: int = 1024,
     dropout: float = 0.5,
+    map_stride: int = 16,
 ) -> nn.Module:
-    """VGG-GAP for head `gap`; for `fc`, VGG-ORG: the same conv stack with pool5 and the FC 4096 -> 2048 head."""
+    """VGG-GAP for head `gap` (its map at 1/map_stride of the input); for `fc`, VGG-ORG: the same conv stack with
+    pool5 and the FC 4096 -> 2048 head (map_stride does not apply: its occlusion map has its own grid)."""
     if head == "gap":
-        return VGGGAP(num_classes, input_size, width, batch_norm, cam_channels)
+        return VGGGAP(num_classes, input_size, width, batch_norm, cam_channels, map_stride)
     if head == "fc":
         return VGG(num_classes, input_size, width, batch_norm, dropout)
     raise ValueError(f"head={head!r}: use one of {HEADS}")

@@ -67,18 +67,25 @@ class Discriminator(nn.Module):
 
     Args:
         ndf: channels of the first layer; the layers below have 2x, 4x, 8x (64 in the paper).
+        spectral_norm: every conv's weight divided by its largest singular value (Miyato et al. 2018), in place of
+            BatchNorm, as SN-GAN's D: D's Lipschitz bound then does what BatchNorm's batch statistics did.
     """
 
-    def __init__(self, ndf: int = 64) -> None:
+    def __init__(self, ndf: int = 64, spectral_norm: bool = False) -> None:
         super().__init__()
-        self.ndf = ndf
+        self.ndf, self.spectral_norm = ndf, spectral_norm
         layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         widths = [ndf, ndf * 2, ndf * 4, ndf * 8]
         for inp, out in pairwise(widths):
-            layers += [nn.Conv2d(inp, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, True)]
+            norm = [] if spectral_norm else [nn.BatchNorm2d(out)]
+            layers += [nn.Conv2d(inp, out, 4, 2, 1, bias=False), *norm, nn.LeakyReLU(0.2, True)]
         layers.append(nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False))
         self.main = nn.Sequential(*layers)
         self.init_weights()
+        if spectral_norm:  # after the init: the parametrization keeps the initialised weight as its original
+            for index, layer in enumerate(self.main):
+                if isinstance(layer, nn.Conv2d):
+                    self.main[index] = nn.utils.parametrizations.spectral_norm(layer)
 
     def init_weights(self) -> None:
         self.apply(dcgan_init)
@@ -106,6 +113,6 @@ def sample(gen: Generator, noise: torch.Tensor, batch_size: int) -> torch.Tensor
 
 def save_dcgan(path: Path, gen: Generator, disc: Discriminator, info: dict[str, Any]) -> None:
     """Write dcgan.pt atomically: G's and D's weights and arguments, and `info` (params, run key, metrics)."""
-    arch = {"nz": gen.nz, "ngf": gen.ngf, "ndf": disc.ndf}
+    arch = {"nz": gen.nz, "ngf": gen.ngf, "ndf": disc.ndf, "spectral_norm": disc.spectral_norm}
     payload = {"generator": gen.state_dict(), "discriminator": disc.state_dict(), "arch": arch, **info}
     save_checkpoint(Path(path), payload, DCGAN_FORMAT)

@@ -17,9 +17,9 @@ from pipeline.core.progress import Progress
 from pipeline.core.reuse import code_version
 from pipeline.core.runner import StageError
 from pipeline.dataset.loader import ShardDataset, to_model_input
-from pipeline.evaluate.cam_boxes import floor
+from pipeline.evaluate.cam_boxes import Box, floor
 from pipeline.evaluate.classify import ClassCounts, chance_topk, majority_share
-from pipeline.evaluate.localise import BOX_COLUMNS, IOU_BINS, haar_boxes, localise, overlay_sheet
+from pipeline.evaluate.localise import BOX_COLUMNS, IOU_BINS, SIZE_BINS, haar_boxes, localise, overlay_sheet, size_bin
 from pipeline.models.cam import Tail, build_cam_model, freeze, save_cam
 from pipeline.models.face_encoder import ARCH_KEYS as F_ARCH_KEYS
 from pipeline.models.face_encoder import F_FORMAT
@@ -32,7 +32,8 @@ from pipeline.train.skeleton import Networks
 NOT_SHAPING = ("log_every", "checkpoint_every", "overlays", "model", "metrics", "details", "run_log", "live_dir")
 NOT_SHAPING += ("checkpoint_dir",)
 OVERLAY_FILE = "test_overlays.png"
-SWEEP = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # thresholds reported on val, so a new default is chosen there
+# (threshold, box scale) pairs reported on val, so that new defaults are chosen there
+SWEEP = tuple((t, s) for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9) for s in (0.5, 0.6, 0.7, 0.8, 1.0))
 
 
 class TrainCam(ClassifierStage):
@@ -64,6 +65,7 @@ class TrainCam(ClassifierStage):
             "batch_norm": section.batch_norm,
             "cam_channels": section.cam_channels,
             "dropout": section.dropout,
+            "map_stride": section.map_stride,
         }
         model = build_cam_model(**self.arch)
         if section.init == "f":
@@ -145,7 +147,7 @@ class TrainCam(ClassifierStage):
         counts = self.count(self.data.val)
         out = {"val/top1": counts.topk(1), "val/loss": counts.loss()}
         if self.section.head == "gap":  # the CAM is free; the FC head's occlusion map costs a forward pass per patch
-            located = localise(self.rt, self.model, self.data.val, self.section)[self.section.threshold]
+            located = next(iter(localise(self.rt, self.model, self.data.val, self.section).values()))
             out.update({"val/localised": located["localised"], "val/mean_iou": located["mean_iou"]})
         return out
 
@@ -153,10 +155,10 @@ class TrainCam(ClassifierStage):
         rt, section, data = self.rt, self.section, self.data
         best = self.load_selected()
         test = self.count(data.test)
-        located = localise(rt, self.model, data.test, section)[section.threshold]
+        located = next(iter(localise(rt, self.model, data.test, section).values()))
         # how the threshold was chosen: val only (the test split never picks anything)
         sweep = localise(rt, self.model, data.val, section, SWEEP) if len(data.val) and section.head == "gap" else {}
-        floors = floor(haar_boxes(data.test), haar_boxes(data.train), int(data.test.image_shape[0]), section.min_iou)
+        floors = size_floors(haar_boxes(data.test), haar_boxes(data.train), int(data.test.image_shape[0]), section)
         return flat_metrics(test, located, floors, len(data.labels)), details(
             section, test, located, floors, data, best, sweep
         )
@@ -179,7 +181,12 @@ class TrainCam(ClassifierStage):
             f"train_cam ({self.section.head} head): test top-1 {metrics['test_top1']:.3f} (chance "
             f"{metrics['chance_top1']:.3f}); localised {metrics['localised']:.3f} (floor "
             f"{metrics['floor_localised']:.3f}), mean IoU {metrics['mean_iou']:.3f} (floor "
-            f"{metrics['floor_mean_iou']:.3f}) on {details['data']['test_images']} photos"
+            f"{metrics['floor_mean_iou']:.3f}) on {details['data']['test_images']} photos; by face size: "
+            + ", ".join(
+                f"{name.split()[0]} {row['localised']:.3f} of {row['photos']} (floor {row['floor']:.3f})"
+                for name, row in details["by_size"].items()
+                if row["photos"]
+            )
         )
 
 
@@ -209,10 +216,20 @@ def f_conv_stack(section: CamParams, path: Path) -> tuple[dict[str, torch.Tensor
     return state, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def flat_metrics(
-    test: ClassCounts, located: dict[str, float], floors: dict[str, float], classes: int
-) -> dict[str, Any]:
-    """The numbers of metrics/cam.json: top-1 beside chance, localisation beside the mean-box floor."""
+def size_floors(test: list[Box], train: list[Box], side: int, section: CamParams) -> dict[str, Any]:
+    """The floors of the whole test split (`floor`), and the mean-box floor of each face size's photos (`by_size`)."""
+    floors: dict[str, Any] = floor(test, train, side, section.min_iou)
+    floors["by_size"] = {}
+    for index, name in enumerate(SIZE_BINS):
+        subset = [box for box in test if size_bin(box) == index]
+        floors["by_size"][name] = floor(subset, train, side, section.min_iou)["prior_localised"] if subset else None
+    return floors
+
+
+def flat_metrics(test: ClassCounts, located: dict[str, Any], floors: dict[str, Any], classes: int) -> dict[str, Any]:
+    """The numbers of metrics/cam.json: top-1 beside chance, localisation (all faces and the small ones) beside the
+    mean-box floor."""
+    small = next(iter(SIZE_BINS))
     return {
         "test_top1": round(test.topk(1), 4),
         "chance_top1": round(chance_topk(1, classes), 4),
@@ -220,7 +237,13 @@ def flat_metrics(
         "floor_localised": round(floors["prior_localised"], 4),
         "mean_iou": round(located["mean_iou"], 4),
         "floor_mean_iou": round(floors["prior_mean_iou"], 4),
+        "localised_small": _rounded(located["by_size"][small]["localised"]),
+        "floor_localised_small": _rounded(floors["by_size"][small]),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def details(
@@ -230,7 +253,7 @@ def details(
     floors: dict[str, float],
     data: FaceData,
     best: dict[str, Any],
-    sweep: dict[float, dict[str, Any]],
+    sweep: dict[tuple[float, float], dict[str, Any]],
 ) -> dict[str, Any]:
     """The breakdown: the data's counts, the map used, IoU histogram, both floors, the val threshold sweep, the
     selected step, per-identity accuracy."""
@@ -244,12 +267,21 @@ def details(
         "map": "class activation map" if section.head == "gap" else "occlusion (FC head has no CAM)",
         "boxes": section.boxes,
         "threshold": section.threshold,
+        "box_scale": section.box_scale,
         "iou_histogram": {f"{i / IOU_BINS:.1f}": c for i, c in enumerate(located["iou_histogram"])},
         "regions_per_photo": round(located["regions_per_photo"], 3),
-        "floors": {k: round(v, 4) for k, v in floors.items()},
-        "val_threshold_sweep": {
-            f"{t:.1f}": {"localised": round(v["localised"], 4), "mean_iou": round(v["mean_iou"], 4)}
-            for t, v in sweep.items()
+        "map_side": section.input_size // section.map_stride if section.head == "gap" else None,
+        "by_size": {
+            name: {**counts, "localised": _rounded(counts["localised"]), "floor": _rounded(floors["by_size"][name])}
+            for name, counts in located["by_size"].items()
+        },
+        "floors": {k: round(v, 4) for k, v in floors.items() if k != "by_size"},
+        "val_sweep": {
+            f"threshold {t:.1f}, box scale {s:.1f}": {
+                "localised": round(v["localised"], 4),
+                "mean_iou": round(v["mean_iou"], 4),
+            }
+            for (t, s), v in sweep.items()
         },
         "selected": {
             "step": int(best["step"]),

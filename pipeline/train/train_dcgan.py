@@ -20,6 +20,7 @@ from pipeline.dataset.loader import Augment, ShardDataset, to_model_input
 from pipeline.evaluate.frechet import InceptionError, load_inception
 from pipeline.evaluate.gan import evaluate_generator
 from pipeline.models.dcgan import IMAGE_SIZE, Discriminator, Generator, fixed_noise, sample, save_dcgan
+from pipeline.models.diffaugment import diff_augment
 from pipeline.train.checkpoint import RunKey, loop_params
 from pipeline.train.classifier import read_faces
 from pipeline.train.skeleton import ModelStage, Networks
@@ -54,13 +55,14 @@ class TrainDcgan(ModelStage):
 
     def build(self) -> Networks:
         train, section = self.loop, self.section
-        self.gen, self.disc = Generator(section.nz, section.ngf), Discriminator(section.ndf)
+        self.gen, self.disc = Generator(section.nz, section.ngf), Discriminator(section.ndf, section.spectral_norm)
         self.gen_net, self.disc_net = self.rt.prepare(self.gen), self.rt.prepare(self.disc)
         betas = (train.beta1, train.beta2)
         optimizers = {
             "G": torch.optim.Adam(self.gen.parameters(), train.lr, betas),
-            "D": torch.optim.Adam(self.disc.parameters(), train.lr, betas),
+            "D": torch.optim.Adam(self.disc.parameters(), section.lr_d or train.lr, betas),
         }
+        self.policy = tuple(section.diffaugment)
         self.augment = Augment(flip=section.flip, crop=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
         self.noise = fixed_noise(section.grid_samples, section.nz, train.seed)
         return Networks({"G": self.gen, "D": self.disc}, optimizers)
@@ -79,23 +81,26 @@ class TrainDcgan(ModelStage):
         return Path(self.section.live_dir) / "plots" / "images"
 
     def train_step(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One DCGAN iteration: a D step on real and generated faces, then a G step, each with its own Adam."""
-        rt = self.rt
-        real = rt.memory_format(to_model_input(rt.to_device(batch["image"]), IMAGE_SIZE, self.augment, generator))
-        noise = torch.randn(real.shape[0], self.section.nz, generator=generator).to(rt.device)  # the same on any device
+        """One DCGAN iteration: a D step on real and generated faces, then a G step, each with its own Adam.
 
-        # ---- D step: maximise log D(x) + log(1 - D(G(z))); G's faces are detached
+        With `dcgan.diffaugment`, D sees every image, real or generated, through freshly drawn transforms.
+        """
+        rt, section = self.rt, self.section
+        real = rt.memory_format(to_model_input(rt.to_device(batch["image"]), IMAGE_SIZE, self.augment, generator))
+        noise = torch.randn(real.shape[0], section.nz, generator=generator).to(rt.device)  # the same on any device
+
+        # ---- D step: real faces up, G's faces (detached) down
         with rt.autocast():
-            real_logits = self.disc_net(real).float()
+            real_logits = self.disc_net(diff_augment(real, self.policy, generator)).float()
             fake = self.gen_net(noise)
-            fake_logits = self.disc_net(fake.detach()).float()
-        loss_d = discriminator_loss(real_logits, fake_logits, self.section.real_label)
+            fake_logits = self.disc_net(diff_augment(fake.detach(), self.policy, generator)).float()
+        loss_d = discriminator_loss(real_logits, fake_logits, section.real_label, section.loss)
         self.trainer.backward(loss_d, "D")
 
-        # ---- G step: maximise log D(G(z)) against the updated D (the non-saturating loss)
+        # ---- G step: G's faces up against the updated D (BCE: the non-saturating loss; hinge: -D(G(z)))
         with rt.autocast():
-            fooled_logits = self.disc_net(fake).float()
-        loss_g = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
+            fooled_logits = self.disc_net(diff_augment(fake, self.policy, generator)).float()
+        loss_g = generator_loss(fooled_logits, section.loss)
         self.trainer.backward(loss_g, "G")
 
         return {
@@ -141,15 +146,27 @@ def run_key(train: TrainParams, section: DcganParams, data_id: str) -> RunKey:
     return RunKey({"train": loop, "dcgan": shaping}, code_version("pipeline.train.train_dcgan"), data_id)
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float) -> torch.Tensor:
-    """D's cross-entropy: real faces towards `real_label`, generated ones towards 0.
+def discriminator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float, loss: str = "bce"
+) -> torch.Tensor:
+    """D's loss. bce: cross-entropy, real faces towards `real_label`, generated ones towards 0. hinge: SN-GAN's
+    max(0, 1 - D(x)) + max(0, 1 + D(G(z))), which stops pushing a face once it is past the margin.
 
     With `real_label` < 1 (one-sided label smoothing) D gains nothing from calling a real face surer than
     `real_label`, so it cannot run its logits off to infinity and starve G of gradient: at the CPU default's 600
     steps, D(G(z)) otherwise fell to 0.002 by step 100 for some seeds and G collapsed to one face.
     """
+    if loss == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
     bce = F.binary_cross_entropy_with_logits
     return bce(real_logits, torch.full_like(real_logits, real_label)) + bce(fake_logits, torch.zeros_like(fake_logits))
+
+
+def generator_loss(fooled_logits: torch.Tensor, loss: str = "bce") -> torch.Tensor:
+    """G's loss on D's logits of its faces: bce, -log D(G(z)) (non-saturating); hinge, -D(G(z))."""
+    if loss == "hinge":
+        return -fooled_logits.mean()
+    return F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
 
 
 def write_gif(frames_dir: Path, out: Path, last_step: int) -> int:

@@ -16,6 +16,7 @@ from pipeline.core.viz import image_grid
 from pipeline.dataset.loader import ShardDataset, all_images, to_model_input, to_uint8_images
 from pipeline.evaluate.dtn import TRAIT_MARGIN, embed_all, encode_emoji, evaluate_dtn, read_data
 from pipeline.evaluate.retrieval import self_ranks
+from pipeline.models.diffaugment import diff_augment
 from pipeline.models.dtn import (
     EmojiDecoder,
     TripleDiscriminator,
@@ -114,15 +115,18 @@ class TrainDtn(ModelStage):
         self.grid_names = list(data.faces_test.index["identity"].astype(str).to_numpy()[grid_at])
         self.grid_embeddings = embed_all(encoder, self.grid_photos)
 
-    def judge(self, *groups: torch.Tensor) -> list[torch.Tensor]:
-        """D's logits of each group, each group on its own.
+    def judge(self, groups: tuple[torch.Tensor, ...], generator: torch.Generator) -> list[torch.Tensor]:
+        """D's logits of each group, each group on its own, through `dtn.diffaugment`'s transforms.
 
         D's BatchNorm normalises each group alone, in D updates and G updates alike (as DCGAN feeds real and fake
         batches apart). A mixed batch in one update and an all-fake one in the other let G fool a D whose statistics
         it had changed: D called noise a real avatar and g learned to draw noise.
         """
+        policy = tuple(self.section.diffaugment)
         with self.rt.autocast():
-            return [self.d_net(self.rt.memory_format(group)).float() for group in groups]
+            return [
+                self.d_net(self.rt.memory_format(diff_augment(group, policy, generator))).float() for group in groups
+            ]
 
     def draw(self, embeddings: torch.Tensor) -> torch.Tensor:
         """g of f embeddings: emoji (B, 3, S, S)."""
@@ -152,7 +156,7 @@ class TrainDtn(ModelStage):
             if fakes is None:
                 with torch.no_grad():
                     fakes = self.draw(embeddings)
-            loss_d, source_loss = discriminator_loss(*self.judge(*fakes.detach().split(size), target))
+            loss_d, source_loss = discriminator_loss(*self.judge((*fakes.detach().split(size), target), generator))
             trainer.backward(loss_d, "D")
             schedule.observe(float(source_loss.detach()))
             out["train/loss_D"], out["train/loss_D_source"] = loss_d.detach(), source_loss.detach()
@@ -163,7 +167,7 @@ class TrainDtn(ModelStage):
                 fakes = self.draw(embeddings)
             assert fakes is not None
             fake_source, fake_target = fakes.split(size)
-            source_logits, target_logits = self.judge(fake_source, fake_target)
+            source_logits, target_logits = self.judge((fake_source, fake_target), generator)
             gang = generator_gan_loss(source_logits, target_logits)
             with self.rt.autocast():
                 probe = encode_emoji(self.encoder, self.rt.memory_format(fake_source)).float()
