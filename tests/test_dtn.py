@@ -131,6 +131,7 @@ def test_every_weight_shaping_param_changes_the_run_key() -> None:
         (TrainParams(), DtnParams(schedule="adaptive")),
         (TrainParams(), DtnParams(ngf=8)),
         (TrainParams(), DtnParams(decoder_steps=100)),
+        (TrainParams(), DtnParams(diffaugment=["cutout"])),
     ]:
         assert run_key(train, dtn, "data", "f").value != base.value
     assert run_key(TrainParams(), DtnParams(), "data", "other f").value != base.value
@@ -306,6 +307,27 @@ def test_decoder_steps_train_g_alone_on_avatars_before_the_gan(
     tid = curve(cwd / "reports/train_dtn/plots/metrics/train/L_TID.tsv")
     loss_d = curve(cwd / "reports/train_dtn/plots/metrics/train/loss_D.tsv")
     assert len(tid) == 3 and len(loss_d) == 1  # D's loss exists from the GAN's first step on
+
+
+def test_diffaugment_reaches_every_image_d_sees(
+    tmp_path: Path, tiny_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `dtn.diffaugment: [cutout]`, every group D judges (in its update and in G's) has a zeroed square."""
+    cwd = workdir(tmp_path / "augmented", tiny_world, steps=1, d_steps=1, g_steps=1, diffaugment=["cutout"])
+    monkeypatch.chdir(cwd)
+    seen: list[torch.Tensor] = []
+    forward = TripleDiscriminator.forward
+
+    def spy(self: TripleDiscriminator, emoji: torch.Tensor) -> torch.Tensor:
+        seen.append(emoji.detach().clone())
+        return forward(self, emoji)
+
+    monkeypatch.setattr(TripleDiscriminator, "forward", spy)
+    train_model(TrainDtn(load_params(cwd / "params.yaml"), say=lambda _: None))
+    assert len(seen) == 5  # D's update: G(source), G(target), avatars; G's update: G(source), G(target)
+    for group in seen:
+        zeros = (group == 0).all(dim=1).flatten(1).sum(dim=1)  # (B,) pixels zero in every channel
+        assert (zeros > 0).all() and (zeros <= (32 // 2) ** 2).all()
 
 
 def test_adaptive_schedule_trains_and_missing_f_names_the_stage(tmp_path: Path, tiny_world: Path) -> None:
