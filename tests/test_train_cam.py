@@ -138,7 +138,7 @@ def test_stage_learns_identities_and_scores_boxes_against_the_index_s(trained: P
         assert (row["localised"] is None) == (row["photos"] == 0) == (row["floor"] is None), name
     small = sizes[next(iter(SIZE_BINS))]
     assert metrics["localised_small"] == small["localised"] and metrics["floor_localised_small"] == small["floor"]
-    assert details["map_side"] == model.arch["input_size"] // 8 and model.arch["map_stride"] == 8
+    assert details["map_side"] == model.arch["input_size"] // 16 and model.arch["map_stride"] == 16
 
 
 def test_a_rerun_resumes_nothing_to_do_and_gives_the_same_model(trained: Path) -> None:

@@ -410,7 +410,7 @@ class CamParams(LoopParams):
     )  # views of each photo whose frozen-block output is computed once; 0 = none
     input_size: int = Field(256, ge=32, le=1024, multiple_of=16)  # the photo is resized to this
     # gap head: input pixels per CAM cell; 16 = the paper's VGG-GAP, 8 = pool4 dropped (Choe et al. 2020)
-    map_stride: Literal[8, 16] = 8
+    map_stride: Literal[8, 16] = 16
     width: float = Field(0.125, gt=0, le=4)  # multiplier of every conv (and FC) width; 1 = paper scale
     batch_norm: bool = True
     cam_channels: int = Field(1024, ge=1, le=8192)  # the added 3x3 conv, before the width multiplier
