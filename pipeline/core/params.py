@@ -462,10 +462,13 @@ class DcganParams(_Section):
     real_label: float = Field(0.9, gt=0.5, le=1)
     # DiffAugment (Zhao et al. 2020): these transforms, in order, on every image D sees, real and generated, in
     # D's step and G's; [] = off
-    diffaugment: DiffAugmentPolicy = Field(["color", "translation", "cutout"])
+    diffaugment: DiffAugmentPolicy = Field(["translation", "cutout"])  # (val: colour hurt; docs/dcgan.md)
     spectral_norm: bool = False  # spectral norm on D's convs in place of its BatchNorm (SN-GAN)
     loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's (non-saturating G) | hinge: SN-GAN's (real_label unused)
     lr_d: float | None = Field(None, gt=0, le=1)  # D's own Adam lr (two time-scale updates); null = train.lr
+    # G's weights averaged over steps (an exponential moving average with this decay; Yazici et al. 2019): the
+    # samples, grids, metrics and dcgan.pt use the average; 0 = off, the last weights
+    ema: float = Field(0.0, ge=0, lt=1)
     grid_samples: int = Field(32, ge=1, le=256)  # fixed-noise samples in every sample grid (8 per row)
     real_splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
     eval_flip: bool = True  # real faces enter the evaluation with their mirror images (twice the samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,13 @@ class TrainDcgan(ModelStage):
             "D": torch.optim.Adam(self.disc.parameters(), section.lr_d or train.lr, betas),
         }
         self.policy = tuple(section.diffaugment)
+        modules = {"G": self.gen, "D": self.disc}
+        if section.ema:  # the average starts at G's initial weights and is checkpointed with them
+            self.gen_ema = copy.deepcopy(self.gen).requires_grad_(False)
+            modules["G_ema"] = self.gen_ema
         self.augment = Augment(flip=section.flip, crop=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
         self.noise = fixed_noise(section.grid_samples, section.nz, train.seed)
-        return Networks({"G": self.gen, "D": self.disc}, optimizers)
+        return Networks(modules, optimizers)
 
     def run_key(self) -> RunKey:
         return run_key(self.loop, self.section, self.data.data_id)
@@ -75,6 +80,11 @@ class TrainDcgan(ModelStage):
             for stale in (self.images_dir / FRAMES).glob("step_*.png"):
                 stale.unlink()
             self.after_log(0)
+
+    @property
+    def sampler(self) -> Generator:
+        """The G that draws the grids, the metrics' samples and dcgan.pt: the weights' average with `dcgan.ema`."""
+        return self.gen_ema if self.section.ema else self.gen
 
     @property
     def images_dir(self) -> Path:
@@ -102,6 +112,8 @@ class TrainDcgan(ModelStage):
             fooled_logits = self.disc_net(diff_augment(fake, self.policy, generator)).float()
         loss_g = generator_loss(fooled_logits, section.loss)
         self.trainer.backward(loss_g, "G")
+        if section.ema:
+            update_average(self.gen_ema, self.gen, section.ema)
 
         return {
             "train/loss_D": loss_d.detach(),
@@ -114,22 +126,22 @@ class TrainDcgan(ModelStage):
     def after_log(self, step: int) -> None:
         """The fixed-noise grid of this step (a frame of the GIF)."""
         if self.rt.is_main:
-            grid = image_grid(list(sample(self.gen, self.noise, self.loop.batch_size).numpy()), cols=GRID_COLS)
+            grid = image_grid(list(sample(self.sampler, self.noise, self.loop.batch_size).numpy()), cols=GRID_COLS)
             self.trainer.live.image(f"{FRAMES}/step_{step:06d}.png", grid, step)
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if not self.rt.is_main:
             return {}, {}
-        return evaluate_generator(self.gen, self.section, self.loop, self.data_root, self.f_path, self.rt.device)
+        return evaluate_generator(self.sampler, self.section, self.loop, self.data_root, self.f_path, self.rt.device)
 
     def save(self, metrics: dict[str, Any]) -> None:
         """dcgan.pt, the final grid of 64 fixed-noise faces, and the GIF of the grids."""
         train, section = self.loop, self.section
-        final = sample(self.gen, fixed_noise(64, section.nz, train.seed), train.batch_size)
+        final = sample(self.sampler, fixed_noise(64, section.nz, train.seed), train.batch_size)
         self.trainer.live.image(FINAL_GRID, image_grid(list(final.numpy()), cols=GRID_COLS))
         write_gif(self.images_dir / FRAMES, self.images_dir / GIF, self.trainer.step)
         info = {"params": {"train": resolved(train), "dcgan": resolved(section)}, "run": self.trainer.key.record()}
-        save_dcgan(Path(section.model), self.gen, self.disc, info | {"metrics": metrics})
+        save_dcgan(Path(section.model), self.sampler, self.disc, info | {"metrics": metrics})
 
     def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         return (
@@ -167,6 +179,16 @@ def generator_loss(fooled_logits: torch.Tensor, loss: str = "bce") -> torch.Tens
     if loss == "hinge":
         return -fooled_logits.mean()
     return F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
+
+
+@torch.no_grad()
+def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, weight by weight; buffers (BatchNorm's running
+    statistics) are copied, as sampling normalises with batch statistics anyway."""
+    for mean, current in zip(average.parameters(), model.parameters(), strict=True):
+        mean.lerp_(current, 1 - decay)
+    for mean, current in zip(average.buffers(), model.buffers(), strict=True):
+        mean.copy_(current)
 
 
 def write_gif(frames_dir: Path, out: Path, last_step: int) -> int:
