@@ -45,12 +45,14 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
     "train_cam": (
         Headline("test top-1", "test_top1", "chance_top1", "chance"),
         Headline("localised (IoU >= 0.5)", "localised", "floor_localised", "floor"),
+        Headline("localised, faces < 70 px", "localised_small", "floor_localised_small", "floor"),
         Headline("mean IoU", "mean_iou", "floor_mean_iou", "floor"),
     ),
     "train_dcgan": (
         Headline("fd_f (lower is better)", "fd_f", "fd_f_floor", "floor"),
         Headline("FID (lower is better)", "fid", "fid_floor", "floor"),
         Headline("diversity generated / real", "diversity_ratio"),
+        Headline("copies of training faces", "copy_share", "copy_share_chance", "chance"),
     ),
     "train_dtn": (
         Headline("median retrieval rank", "median_rank", "chance_rank", "chance"),
