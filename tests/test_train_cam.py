@@ -208,6 +208,10 @@ def test_frozen_blocks_stay_as_f_made_them_and_the_rest_learns(tmp_path: Path, c
     assert json.loads((run_dir / "metrics/cam.json").read_text())["test_top1"] > 0.25  # chance: 4 identities
     details = json.loads((run_dir / "reports/details/cam.json").read_text())
     assert set(details["val_sweep"]) == {f"threshold {t:.1f}, box scale {s:.1f}" for t, s in train_cam.SWEEP}
+    # each pair also by face size, so that a default is chosen for the small faces on val too
+    sizes = [f"localised_{name.split()[0]}" for name in SIZE_BINS]
+    assert all(set(sizes) <= set(row) for row in details["val_sweep"].values())
+    assert all(row[key] is None or 0 <= row[key] <= 1 for row in details["val_sweep"].values() for key in sizes)
 
 
 def test_frozen_blocks_need_f() -> None:

@@ -280,6 +280,7 @@ def details(
             f"threshold {t:.1f}, box scale {s:.1f}": {
                 "localised": round(v["localised"], 4),
                 "mean_iou": round(v["mean_iou"], 4),
+                **{f"localised_{name.split()[0]}": _rounded(row["localised"]) for name, row in v["by_size"].items()},
             }
             for (t, s), v in sweep.items()
         },
