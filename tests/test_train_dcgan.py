@@ -17,7 +17,7 @@ from pipeline.core.checkpoint import load_checkpoint
 from pipeline.models.dcgan import DCGAN_FORMAT
 from pipeline.models.face_encoder import save_f
 from pipeline.models.vgg import VGG
-from pipeline.train.train_dcgan import discriminator_loss, generator_loss, update_average
+from pipeline.train.train_dcgan import discriminator_loss, generator_loss, r1_penalty, update_average
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {
@@ -160,12 +160,24 @@ def test_hinge_losses_stop_at_the_margin() -> None:
     assert float(generator_loss(torch.zeros(2))) == pytest.approx(0.6931, abs=1e-4)  # bce: -log 0.5
 
 
+def test_r1_is_half_the_squared_slope_at_the_real_faces_and_d_learns_to_flatten_it() -> None:
+    weight = torch.tensor([[1.0, -2.0], [0.5, 0.0]], requires_grad=True)  # D(x) = <weight, x>: slope = weight
+    seen = torch.rand(3, 1, 2, 2).requires_grad_(True)
+    penalty = r1_penalty((seen * weight).flatten(1).sum(1), seen, 4.0)
+    assert float(penalty.detach()) == pytest.approx(4.0 / 2 * (1 + 4 + 0.25))
+    penalty.backward()
+    assert torch.allclose(weight.grad, 4.0 * weight.detach())  # descending it shrinks D's slope
+
+
 def test_stabilisers_are_params_that_change_the_run(tmp_path: Path, tiny_faces: Path) -> None:
     root = workdir(tmp_path / "run", tiny_faces, train={"steps": 2}, dcgan={"diffaugment": []})
     stage(root)
-    workdir(root, tiny_faces, train={"steps": 2}, dcgan={"spectral_norm": True, "loss": "hinge", "lr_d": 0.0004})
+    stabilised = {"spectral_norm": True, "loss": "hinge", "lr_d": 0.0004, "r1": 1.0}
+    workdir(root, tiny_faces, train={"steps": 2}, dcgan=stabilised)
     out = stage(root).stdout
     assert "starting fresh" in out and "dcgan.diffaugment" in out
+    r1_curve = (root / "reports/train_dcgan/plots/metrics/train/r1.tsv").read_text().split()
+    assert r1_curve[:2] == ["step", "r1"] and all(0 <= float(v) < float("inf") for v in r1_curve[2:])
     model = load_checkpoint(root / "models/dcgan.pt", DCGAN_FORMAT)
     assert model["arch"]["spectral_norm"] is True
     checkpoint = load_checkpoint(root / "models/checkpoints/train_dcgan/last.pt")

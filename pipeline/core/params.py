@@ -469,6 +469,9 @@ class DcganParams(_Section):
     # G's weights averaged over steps (an exponential moving average with this decay; Yazici et al. 2019): the
     # samples, grids, metrics and dcgan.pt use the average; 0 = off, the last weights
     ema: float = Field(0.0, ge=0, lt=1)
+    # R1: D's loss also pays r1 / 2 x its squared gradient norm at the real faces it sees (Mescheder et al. 2018),
+    # which keeps D from answering real faces with steep slopes that G chases around; 0 = off
+    r1: float = Field(0.0, ge=0, le=1000)
     grid_samples: int = Field(32, ge=1, le=256)  # fixed-noise samples in every sample grid (8 per row)
     real_splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
     eval_flip: bool = True  # real faces enter the evaluation with their mirror images (twice the samples)

@@ -99,13 +99,17 @@ class TrainDcgan(ModelStage):
         real = rt.memory_format(to_model_input(rt.to_device(batch["image"]), IMAGE_SIZE, self.augment, generator))
         noise = torch.randn(real.shape[0], section.nz, generator=generator).to(rt.device)  # the same on any device
 
-        # ---- D step: real faces up, G's faces (detached) down
+        # ---- D step: real faces up, G's faces (detached) down; with r1, D's slope at the real faces too
         with rt.autocast():
-            real_logits = self.disc_net(diff_augment(real, self.policy, generator)).float()
+            seen = diff_augment(real, self.policy, generator)
+            if section.r1:
+                seen = seen.detach().requires_grad_(True)
+            real_logits = self.disc_net(seen).float()
             fake = self.gen_net(noise)
             fake_logits = self.disc_net(diff_augment(fake.detach(), self.policy, generator)).float()
         loss_d = discriminator_loss(real_logits, fake_logits, section.real_label, section.loss)
-        self.trainer.backward(loss_d, "D")
+        penalty = r1_penalty(real_logits, seen, section.r1) if section.r1 else None
+        self.trainer.backward(loss_d if penalty is None else loss_d + penalty, "D")
 
         # ---- G step: G's faces up against the updated D (BCE: the non-saturating loss; hinge: -D(G(z)))
         with rt.autocast():
@@ -121,7 +125,7 @@ class TrainDcgan(ModelStage):
             "train/D_x": torch.sigmoid(real_logits.detach()).mean(),
             "train/D_G_z_before_D_step": torch.sigmoid(fake_logits.detach()).mean(),
             "train/D_G_z_at_G_step": torch.sigmoid(fooled_logits.detach()).mean(),
-        }
+        } | ({} if penalty is None else {"train/r1": penalty.detach()})
 
     def after_log(self, step: int) -> None:
         """The fixed-noise grid of this step (a frame of the GIF)."""
@@ -172,6 +176,13 @@ def discriminator_loss(
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
     bce = F.binary_cross_entropy_with_logits
     return bce(real_logits, torch.full_like(real_logits, real_label)) + bce(fake_logits, torch.zeros_like(fake_logits))
+
+
+def r1_penalty(real_logits: torch.Tensor, seen: torch.Tensor, weight: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): weight / 2 x the mean over the batch of |d D(x) / d x|^2 at the real images x
+    that D saw (`seen` must require grad); differentiable, so D's step lowers it."""
+    (slope,) = torch.autograd.grad(real_logits.sum(), seen, create_graph=True)
+    return weight / 2 * slope.float().pow(2).flatten(1).sum(1).mean()
 
 
 def generator_loss(fooled_logits: torch.Tensor, loss: str = "bce") -> torch.Tensor:
