@@ -467,8 +467,8 @@ class DcganParams(_Section):
     loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's (non-saturating G) | hinge: SN-GAN's (real_label unused)
     lr_d: float | None = Field(None, gt=0, le=1)  # D's own Adam lr (two time-scale updates); null = train.lr
     # G's weights averaged over steps (an exponential moving average with this decay; Yazici et al. 2019): the
-    # samples, grids, metrics and dcgan.pt use the average; 0 = off, the last weights
-    ema: float = Field(0.0, ge=0, lt=1)
+    # samples, grids, metrics and dcgan.pt use the average; 0 = off, the last weights (val, four seeds: docs/dcgan.md)
+    ema: float = Field(0.99, ge=0, lt=1)
     # R1: D's loss also pays r1 / 2 x its squared gradient norm at the real faces it sees (Mescheder et al. 2018),
     # which keeps D from answering real faces with steep slopes that G chases around; 0 = off
     r1: float = Field(0.0, ge=0, le=1000)
