@@ -416,7 +416,12 @@ def report_cmd(
 
 @app.command("results")
 def results_cmd(
-    baseline: Annotated[str, typer.Option("--baseline", "-b", help="the git revision to compare with.")] = "HEAD",
+    baseline: Annotated[
+        str,
+        typer.Option(
+            "--baseline", "-b", help="the git revision to compare with, or a saved run's folder (profiles/hour)."
+        ),
+    ] = "HEAD",
 ) -> None:
     """Every stage's headline numbers in one table: value, chance level or floor, and the change since a revision.
 
@@ -432,6 +437,29 @@ def results_cmd(
     typer.echo(format_table(rows, view.baseline_note if view.baseline_rev else "baseline"))
     if view.baseline_rev is None:
         typer.echo(view.baseline_note)
+
+
+@app.command("times")
+def times_cmd(
+    saved: Annotated[
+        list[Path] | None, typer.Argument(help="saved runs' folders to put beside the workspace (profiles/hour).")
+    ] = None,
+) -> None:
+    """Each stage's wall and CPU seconds in the workspace's last run, beside any saved run's.
+
+    Read from reports/runs/<stage>.json (written by every stage, not a DVC output). "(reused)" marks a stage that
+    started from saved work (a checkpoint, or crawl and align results whose key matched), so its time is not a
+    full run's.
+    """
+    from pipeline.report.times import format_times, stage_order
+
+    columns = {"workspace": Path(".")}
+    for folder in saved or []:
+        if not (folder / "reports" / "runs").is_dir():
+            _fail(f"{folder} holds no reports/runs/ of a saved run; give a folder such as profiles/hour")
+        columns[str(folder)] = folder
+    order = stage_order(Path("dvc.yaml")) if Path("dvc.yaml").is_file() else []
+    typer.echo(format_times(columns, order))
 
 
 @app.command("cam")

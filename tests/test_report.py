@@ -19,11 +19,12 @@ import yaml
 from pipeline.core.params import Params
 from pipeline.report import browser
 from pipeline.report.build import spread_images
-from pipeline.report.collect import IMAGE_SUFFIXES, PipelineView, Plot, StageView, flatten
+from pipeline.report.collect import IMAGE_SUFFIXES, PipelineView, Plot, StageView, collect, flatten
 from pipeline.report.figures import curve_series
 from pipeline.report.page import fmt, folded
 from pipeline.report.results import format_table, result_rows
 from pipeline.report.sheets import align_rejects, thumbnail
+from pipeline.report.times import format_times, read_times
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -222,8 +223,50 @@ def test_without_history_the_page_says_there_is_no_baseline(tmp_path: Path) -> N
     root = make_repo(tmp_path / "repo", commit_baseline=False)
     run([sys.executable, "-m", "stages.report"], root)
     page = (root / "reports/index.html").read_text()
-    assert "no baseline: &#x27;HEAD&#x27; is not a commit of this repository" in page
+    assert "no baseline: &#x27;HEAD&#x27; is neither a commit nor a saved run" in page
     assert re.search(row("saved", "30") + "</tr>", section(page, "crawl_faces"))
+
+
+def test_a_saved_run_s_folder_is_a_baseline(tmp_path: Path) -> None:
+    """`i2c results --baseline profiles/hour`: a run kept as files (its metrics at the workspace's paths, its params)
+    stands beside the workspace like a commit does."""
+    root = make_repo(tmp_path / "repo")
+    saved = root / "profiles" / "hour"
+    (saved / "metrics").mkdir(parents=True)
+    (saved / "metrics/learn.json").write_text(json.dumps({"test_top1": 0.9, "chance_top1": 0.125}))
+    (saved / "params.yaml").write_text(yaml.safe_dump({"report": {"samples": 48}}))
+    view = collect(root, "profiles/hour")
+    assert view.baseline_rev == "profiles/hour" and view.baseline_note == "profiles/hour (saved run)"
+    learn = view.stage("learn")
+    assert learn.metrics["metrics/learn.json"]["test_top1"] == 0.75  # the workspace
+    assert learn.baseline["metrics/learn.json"]["test_top1"] == 0.9  # the saved run
+    assert view.stage("align").baseline == {}  # a file the saved run lacks is simply absent
+    assert view.params_then == {"report.samples": 48} and view.params_now["report.samples"] == 12
+    assert collect(root, "no/such/run").baseline_rev is None
+
+
+def test_stage_times_stand_side_by_side_and_mark_reused_work(tmp_path: Path) -> None:
+    """`i2c times`: wall and CPU seconds per stage from each run's reports/runs, a reused stage marked, the sums."""
+    now, hour = tmp_path / "now", tmp_path / "hour"
+    logs = {
+        now: {"align": {"wall_s": 4.0, "cpu_s": 3.0, "faces": {"reused": 10}},
+              "learn": {"wall_s": 100.4, "cpu_s": 190.0}},
+        hour: {"align": {"wall_s": 60.0, "cpu_s": 110.0, "faces": {"reused": 0}},
+               "learn": {"wall_s": 300.0, "cpu_s": 590.0, "resumed_from_step": 0}},
+    }  # fmt: skip
+    for root, stages in logs.items():
+        (root / "reports/runs").mkdir(parents=True)
+        for stage, log in stages.items():
+            (root / f"reports/runs/{stage}.json").write_text(json.dumps({"stage": stage, **log}))
+    (hour / "reports/runs/broken.json").write_text("{not json")  # a damaged log is skipped
+    (hour / "run.json").write_text(json.dumps({"wall_s": 400.2}))
+    assert read_times(now)["align"].resumed and not read_times(hour)["learn"].resumed
+    lines = format_times({"now": now, "hour": hour}, ["learn", "align"]).splitlines()
+    assert lines[0].split() == ["stage", "now", "wall", "/", "CPU", "s", "hour", "wall", "/", "CPU", "s"]
+    assert lines[2].split() == ["learn", "100", "/", "190", "300", "/", "590"]  # dvc.yaml's order
+    assert lines[3].split() == ["align", "4", "/", "3", "(reused)", "60", "/", "110"]
+    assert lines[4].split() == ["sum", "of", "stages", "104", "/", "193", "360", "/", "700"]
+    assert lines[5].split() == ["whole", "run", "(recorded)", "-", "400"]
 
 
 def test_curves_group_train_and_val_of_one_metric(tmp_path: Path) -> None:

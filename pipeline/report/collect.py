@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 OTHER = "other"  # the section for metrics and plots that no stage's outputs contain
@@ -48,7 +51,7 @@ class PipelineView:
 
     stages: list[StageView]
     edges: list[tuple[str, str]]
-    baseline_rev: str | None  # the resolved commit, or None when there is none to compare with
+    baseline_rev: str | None  # the resolved commit or a saved run's folder; None when there is none to compare with
     baseline_note: str  # what the baseline is, or why there is none
     params_now: dict[str, Any]
     params_then: dict[str, Any]
@@ -109,6 +112,18 @@ def _params_data(result: Mapping[str, Any], rev: str) -> dict[str, Any]:
     return merged
 
 
+def _saved_metrics(folder: Path, declared: Iterable[str]) -> dict[str, Any]:
+    """The metrics files of a run saved under `folder`, at the same relative paths as the workspace's."""
+    files = {path: folder / path for path in declared}
+    return {path: json.loads(file.read_text()) for path, file in files.items() if file.is_file()}
+
+
+def _saved_params(folder: Path) -> dict[str, Any]:
+    """The params.yaml a saved run was made with, flattened; empty when the folder has none."""
+    file = folder / "params.yaml"
+    return flatten(yaml.safe_load(file.read_text()) or {}) if file.is_file() else {}
+
+
 def _plots(repo: Any) -> list[Plot]:
     """Every plot definition (stage `plots:` and top-level `plots:`), folders unpacked, as DVC resolves them."""
     found: list[Plot] = []
@@ -150,17 +165,25 @@ def collect(root: Path, baseline: str) -> PipelineView:
                 if not out.metric and not out.plot and path.lower().endswith(IMAGE_SUFFIXES):
                     views[stage.name].images.append(path)
 
-        try:
-            rev: str | None = resolve_rev(repo.scm, baseline)
-            note = f"{baseline} ({rev[:10]})"
-        except SCMError:  # no git history yet, or a revision that does not exist
-            rev, note = None, f"no baseline: {baseline!r} is not a commit of this repository"
-        revs = [baseline] if rev else None
+        saved, rev = root / baseline, None  # type: str | None
+        if saved.is_dir():  # a run saved as files (profiles/hour): its metrics at the paths dvc.yaml declares
+            rev, note = baseline, f"{baseline} (saved run)"
+        else:
+            try:
+                rev = resolve_rev(repo.scm, baseline)
+                note = f"{baseline} ({rev[:10]})"
+            except SCMError:  # no git history yet, or a revision that does not exist
+                rev, note = None, f"no baseline: {baseline!r} is neither a commit nor a saved run's folder"
+        revs = [baseline] if rev and not saved.is_dir() else None
         metrics = repo.metrics.show(revs=revs, hide_workspace=False)
         params = repo.params.show(revs=revs, hide_workspace=False)
-        now_key = "workspace" if rev else ""
-        metrics_now, metrics_then = _metric_data(metrics, now_key), _metric_data(metrics, baseline) if rev else {}
-        params_now, params_then = _params_data(params, now_key), _params_data(params, baseline) if rev else {}
+        now_key = "workspace" if revs else ""
+        metrics_now, params_now = _metric_data(metrics, now_key), _params_data(params, now_key)
+        if saved.is_dir():
+            metrics_then, params_then = _saved_metrics(saved, metrics_now), _saved_params(saved)
+        else:
+            metrics_then = _metric_data(metrics, baseline) if rev else {}
+            params_then = _params_data(params, baseline) if rev else {}
         plots = _plots(repo)
 
     for path in sorted(metrics_now.keys() | metrics_then.keys()):

@@ -51,11 +51,16 @@ GRID_SIDE = 96
 
 @dataclass(frozen=True)
 class AvatarData:
-    """The avatars (known parameters) the heads learn from, and the held-out people they are judged on."""
+    """The avatars (known parameters) the heads learn from, and the held-out people they are judged on.
+
+    `shown` holds the photos of the people grid and `per_person`: the held-out test people, or the photo test split
+    when pack holds no one out (the heads never train on a photo, but trait verdicts then stay unmade).
+    """
 
     avatars: dict[str, ShardDataset]  # train, val, test
     people_val: ShardDataset
     people_test: ShardDataset
+    shown: ShardDataset
     data_id: str
 
 
@@ -63,7 +68,7 @@ def read_data(shards: Path) -> AvatarData:
     """Open the avatar splits and the held-out people's faces under `shards` (checksums verified).
 
     Raises:
-        StageError: when there are no train avatars or no held-out test people.
+        StageError: when there are no train avatars, or no test photo at all to show.
         pipeline.dataset.loader.ShardError: for a missing or damaged shard.
     """
     avatars = {split: ShardDataset(shards / "avatars", split) for split in ("train", "val", "test")}
@@ -71,17 +76,18 @@ def read_data(shards: Path) -> AvatarData:
     people_val, people_test = ShardDataset(faces, "people_val"), ShardDataset(faces, "people_test")
     if len(avatars["train"]) == 0:
         raise StageError(f"the avatar train split under {shards} is empty; raise crawl.avatars.count")
-    if len(people_test) == 0:
+    shown = people_test if len(people_test) else ShardDataset(faces, "test")
+    if len(shown) == 0:
         raise StageError(
-            f"no held-out test people under {shards}: avatar parameters are judged on people no model trained on; "
-            "raise pack.people_test_fraction (and crawl.faces.identities)"
+            f"no test photos under {shards}, of held-out people or others: nothing to draw avatars for; "
+            "raise pack.people_test_fraction or pack.test_fraction (and crawl.faces.identities)"
         )
     digest = hashlib.sha256()
     for root in (shards / "avatars", faces):
         index = pd.read_parquet(root / "index.parquet", columns=["shard", "shard_sha256"]).drop_duplicates("shard")
         for row in index.sort_values("shard").itertuples():
             digest.update(f"{root.name}/{row.shard}:{row.shard_sha256}\n".encode())
-    return AvatarData(avatars, people_val, people_test, digest.hexdigest()[:16])
+    return AvatarData(avatars, people_val, people_test, shown, digest.hexdigest()[:16])
 
 
 class TrainAvatarParams(ModelStage):
@@ -162,18 +168,19 @@ class TrainAvatarParams(ModelStage):
         self.net.load_state_dict(self.trainer.selected())
         self.net.eval()
         bins = self.section.skin_tone_bins
-        self.test_specs, self.test_rows = self.people(self.data.people_test)
-        people = trait_scores(self.test_specs, self.test_rows, bins)
+        self.test_specs, self.test_rows = self.people(self.data.shown)
+        held_out = len(self.data.people_test) > 0  # trait verdicts only on people no model trained on
+        people = trait_scores(self.test_specs, self.test_rows, bins) if held_out else {}
         metrics: dict[str, Any] = {
             "traits": score_table(people),
             "traits_read": traits_read(people),
             "traits_compared": len(people),
-            "people": int(self.test_rows["identity"].nunique()),
+            "people": int(self.test_rows["identity"].nunique()) if held_out else 0,
         }
         details: dict[str, Any] = {
             "margin": MARGIN,
             "selected": selected(self.trainer.best, self.trainer.step),
-            "people_test_keys": key_accuracy(self.test_specs, self.test_rows),
+            "people_test_keys": key_accuracy(self.test_specs, self.test_rows) if held_out else {},
         }
         if len(self.data.avatars["test"]):
             specs, rows = self.people(self.data.avatars["test"])
@@ -190,8 +197,8 @@ class TrainAvatarParams(ModelStage):
         info = {"params": resolved(self.section), "style": self.section.style}
         info |= {"metrics": metrics, "run": self.trainer.key.record()}
         save_avatar_params(Path(self.section.model), self.net.state_dict(), self.arch, info)
-        emoji = self.dtn_emoji(self.data.people_test)
-        grid = people_grid(self.data.people_test, self.test_specs, self.test_rows, self.section.grid_people, emoji)
+        emoji = self.dtn_emoji(self.data.shown)
+        grid = people_grid(self.data.shown, self.test_specs, self.test_rows, self.section.grid_people, emoji)
         self.trainer.live.image("people_avatars.png", grid)
 
     def dtn_emoji(self, split: ShardDataset) -> np.ndarray | None:
@@ -214,6 +221,17 @@ class TrainAvatarParams(ModelStage):
 
     def summary(self, metrics: dict[str, Any], details: dict[str, Any]) -> str:
         traits = metrics["traits"]
+        if not len(self.data.people_test):
+            return (
+                f"train_avatar_params: no trait verdicts: pack held no people out (pack.people_test_fraction), and "
+                f"traits are judged only on people no model trained on; the grid shows the test photos of "
+                f"{self.test_rows['identity'].nunique()} people"
+            )
+        if not traits:
+            return (
+                f"train_avatar_params: no ground truth: the {self.test_rows['identity'].nunique()} held-out people's "
+                "photos carry no avatar parameters (real photos); the grid shows what the heads draw for them"
+            )
         shown = ", ".join(
             f"{name} {t['balanced_accuracy']:.2f}/{t['chance']:.2f}" for name, t in sorted(traits.items())
         )
