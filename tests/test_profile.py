@@ -1,4 +1,5 @@
-"""Params profiles (params-paper.yaml, CI's .ci/smoke.yaml) merge into params.yaml, validated, comments kept."""
+"""Params profiles (params-paper.yaml, params-hour.yaml, params-real.yaml, CI's .ci/smoke.yaml) merge into params.yaml,
+validated, comments kept."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipeline.core.profile import apply_profile, leaves, main, merge
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("profile", ["params-paper.yaml", ".ci/smoke.yaml"])
+@pytest.mark.parametrize("profile", ["params-paper.yaml", "params-hour.yaml", "params-real.yaml", ".ci/smoke.yaml"])
 def test_a_profile_sets_its_keys_and_keeps_every_other_line(tmp_path: Path, profile: str) -> None:
     params = shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     before = yaml.safe_load(Path(params).read_text())

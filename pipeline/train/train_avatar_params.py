@@ -274,10 +274,11 @@ def people_grid(
     split: ShardDataset, specs: list[AvatarSpec], rows: pd.DataFrame, count: int, emoji: np.ndarray | None = None
 ) -> np.ndarray:
     """The first photo of up to `count` test people: photo | predicted avatar | DTN emoji (when given) | true avatar
-    (when known), labelled."""
+    (a column only when some row knows it; "no truth" for a row that does not), labelled."""
     rows = rows.reset_index(drop=True)
     first = rows.drop_duplicates("identity").index[:count].to_numpy()
     photos = split.gather(first)["image"].numpy()
+    any_truth = "gender" in rows and bool(rows["gender"].notna().any())  # real photos have none: no blank column
     tiles, labels = [], []
     for photo, position in zip(photos, first, strict=True):
         row, spec = rows.iloc[int(position)], specs[int(position)]
@@ -286,10 +287,11 @@ def people_grid(
         if emoji is not None:
             tiles.append(emoji[int(position)])
             labels.append("DTN")
-        known = "gender" in row and pd.notna(row["gender"])
-        tiles.append(render_avatar(true_spec(row, spec.style)) if known else np.full_like(photo, 255))
-        labels.append("true" if known else "no truth")
-    columns = 4 if emoji is not None else 3
+        if any_truth:
+            known = pd.notna(row["gender"])
+            tiles.append(render_avatar(true_spec(row, spec.style)) if known else np.full_like(photo, 255))
+            labels.append("true" if known else "no truth")
+    columns = 2 + (emoji is not None) + any_truth
     return image_grid([to_side(t, GRID_SIDE) for t in tiles], cols=3 * columns, labels=labels)
 
 
