@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -288,7 +289,8 @@ def emojify_cmd(
 
 def emojify_jobs(photos: list[Path], out: Path | None, json_out: Path | None, dtn_out: Path | None) -> list[Any]:
     """One job per photo: where its avatar, JSON and DTN emoji go. One photo writes the named files; several photos
-    or a folder write `<stem>.png` (`.json`) into the named folders.
+    or a folder write `<stem>.png` (`.json`) into the named folders, a folder's subfolders (`<person>/<photos>`)
+    mirrored.
 
     Raises:
         PhotoError: for a missing input, an output that cannot be written, or a folder of no photos.
@@ -306,19 +308,18 @@ def emojify_jobs(photos: list[Path], out: Path | None, json_out: Path | None, dt
     for folder in folders:
         if folder.exists() and not folder.is_dir():
             raise PhotoError(f"{folder} is a file; with several photos, -o, --json and --dtn name folders")
-    stems = [f.stem for f in files]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
+    names = [name.as_posix() for _, name in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise PhotoError(f"photos share the name {twice[0]!r} (different folders); rename one so no output is lost")
     jobs = []
-    for file in files:
-        png = (out or Path("emoji")) / f"{file.stem}.png"
+    for file, name in files:
         jobs.append(
             (
                 file,
-                png,
-                json_out / f"{file.stem}.json" if json_out is not None else None,
-                dtn_out / f"{file.stem}.png" if dtn_out is not None else None,
+                (out or Path("emoji")) / f"{name}.png",
+                json_out / f"{name}.json" if json_out is not None else None,
+                dtn_out / f"{name}.png" if dtn_out is not None else None,
             )
         )
     for folder in folders:
@@ -361,7 +362,8 @@ def run_emojify(jobs: list[Any], emojify: Any, side_by_side: bool, endpoint: str
             failed += 1
             tqdm.write(typer.style(f"skipped: {exc}" if many else str(exc), fg=typer.colors.RED), file=sys.stderr)
     if many:
-        typer.echo(f"emojify: {len(jobs) - failed} of {len(jobs)} photos answered, in {jobs[0][1].parent}/")
+        root = os.path.commonpath([str(job[1].parent) for job in jobs])
+        typer.echo(f"emojify: {len(jobs) - failed} of {len(jobs)} photos answered, in {root}/")
     return failed
 
 

@@ -318,6 +318,25 @@ def test_emojify_answers_a_folder_once_per_photo_with_a_reason_for_each_one_it_c
     assert sorted(p.name for p in bodies.iterdir()) == ["p0.json", "p1.json"]
 
 
+def test_emojify_keeps_a_folder_of_people_s_folders_in_its_outputs(
+    emojify_world: Path, faces_dev: Path, tmp_path: Path
+) -> None:
+    """The real-photo layout (`<person>/<photos>`, the same file name in several people's folders) is answered at any
+    depth, and the outputs mirror it, so no two photos write one file."""
+    folder = tmp_path / "people"
+    for n, person in enumerate(("ann", "bob")):
+        (folder / person).mkdir(parents=True)
+        (folder / person / "01.jpg").write_bytes(a_photo(faces_dev, n).read_bytes())
+    out = tmp_path / "avatars"
+    result = i2c("emojify", str(folder), "-o", str(out), cwd=emojify_world)
+    assert result.returncode == 0, result.stderr
+    assert f"2 of 2 photos answered, in {out}/" in result.stdout
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["ann/01.png", "bob/01.png"]
+    flat = tmp_path / "flat"  # the same two files named on the command line would collide: refused, nothing written
+    result = i2c("emojify", str(folder / "ann/01.jpg"), str(folder / "bob/01.jpg"), "-o", str(flat), cwd=emojify_world)
+    assert result.returncode == 1 and "share the name '01'" in result.stderr and not flat.exists()
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [

@@ -82,18 +82,21 @@ def check_output(out: Path) -> None:
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
-def photo_files(paths: list[Path]) -> list[Path]:
-    """The photos named: files as given, folders as their photo files (by suffix, sorted, not recursive).
+def photo_files(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """The photos named, each with the name its outputs take: a file as given (its stem), a folder's photo files at
+    any depth (by suffix, sorted) under their path inside that folder, without the suffix, so that a folder of
+    `<person>/<photos>` keeps its layout.
 
     Raises:
         PhotoError: for a path that does not exist, or when no photo is left.
     """
-    files: list[Path] = []
+    files: list[tuple[Path, Path]] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+            files += [(p, p.relative_to(path).with_suffix("")) for p in found]
         elif path.exists():
-            files.append(path)
+            files.append((path, Path(path.stem)))
         else:
             raise PhotoError(f"{path} not found; pass photos or folders of photos")
     if not files:
