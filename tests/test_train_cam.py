@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,41 @@ def test_a_rerun_resumes_nothing_to_do_and_gives_the_same_model(trained: Path) -
     assert result.returncode == 0 and "resuming from step 60" in result.stdout, result.stdout + result.stderr
     after = load_cam(trained / "models/cam.pt").net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_calibrated_pair_is_the_val_sweep_s_best_with_mean_iou_breaking_ties() -> None:
+    sweep = {
+        (0.3, 0.5): {"localised": 0.6, "mean_iou": 0.50},
+        (0.5, 0.6): {"localised": 0.7, "mean_iou": 0.52},
+        (0.5, 0.8): {"localised": 0.7, "mean_iou": 0.55},
+        (0.9, 1.0): {"localised": 0.1, "mean_iou": 0.90},
+    }
+    assert train_cam.calibrated_pair(sweep) == (0.5, 0.8)
+
+
+def test_calibrate_boxes_test_with_the_val_sweep_s_best_pair_and_saves_it(tmp_path: Path) -> None:
+    """`cam.calibrate: true`: the pair is chosen on val alone; the test numbers, the details and cam.pt (which
+    `i2c cam` reads) all use it, so new data does not inherit a pair chosen on other photos."""
+    run_dir = workdir(tmp_path / "cal", make_tiny_photos(tmp_path / "shards"), steps=20, threshold=0.9, box_scale=2.0)
+    result = stage(run_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    details = json.loads((run_dir / "reports/details/cam.json").read_text())
+    assert details["calibrated"] is False and (details["threshold"], details["box_scale"]) == (0.9, 2.0)
+    plain = json.loads((run_dir / "metrics/cam.json").read_text())
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    params["cam"]["calibrate"] = True
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage(run_dir)  # the same weights (the seed and data are the same), boxed with the val sweep's best
+    assert result.returncode == 0, result.stdout + result.stderr
+    details = json.loads((run_dir / "reports/details/cam.json").read_text())
+    sweep = {tuple(map(float, re.findall(r"[\d.]+", k))): v for k, v in details["val_sweep"].items()}
+    assert details["calibrated"] is True
+    assert (details["threshold"], details["box_scale"]) == train_cam.calibrated_pair(sweep)
+    info = load_cam(run_dir / "models/cam.pt").info["params"]
+    assert (info["threshold"], info["box_scale"]) == (details["threshold"], details["box_scale"])
+    calibrated = json.loads((run_dir / "metrics/cam.json").read_text())
+    assert calibrated["test_top1"] == plain["test_top1"]  # the pair shapes the boxes only
+    assert calibrated["localised"] >= 0 and calibrated["floor_localised"] == plain["floor_localised"]
 
 
 def test_fc_head_is_boxed_by_its_occlusion_map(tmp_path: Path) -> None:

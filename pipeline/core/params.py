@@ -426,6 +426,9 @@ class CamParams(LoopParams):
     threshold: float = Field(0.5, gt=0, lt=1)  # a region is the map above this share of its peak (paper: 0.2; val: 0.5)
     # the box resized about its centre: the map's region covers the head, the Haar box the inner face (val: 0.6)
     box_scale: float = Field(0.6, gt=0, le=2)
+    # true: the stage replaces threshold and box_scale by the best pair of its own val sweep (the test split never
+    # picks), and saves that pair in cam.pt; for new data, whose map and boxes the defaults were not chosen on
+    calibrate: bool = False
     boxes: Literal["largest", "every"] = "largest"  # the largest region's box | one box around every region
     min_iou: float = Field(0.5, gt=0, le=1)  # a test photo is localised when its box has IoU >= this with Haar's
     eval_flip: bool = True  # predict and map on the photo and its mirror image (mean logits, mean map)

@@ -152,12 +152,17 @@ class TrainCam(ClassifierStage):
         return out
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        rt, section, data = self.rt, self.section, self.data
+        rt, data = self.rt, self.data
         best = self.load_selected()
+        # how the threshold is chosen: val only (the test split never picks anything)
+        gap = self.section.head == "gap"
+        sweep = localise(rt, self.model, data.val, self.section, SWEEP) if len(data.val) and gap else {}
+        if self.section.calibrate and sweep:  # the pair the val sweep likes best: test, overlays and cam.pt use it
+            threshold, scale = calibrated_pair(sweep)
+            self.section = self.section.model_copy(update={"threshold": threshold, "box_scale": scale})
+        section = self.section
         test = self.count(data.test)
         located = next(iter(localise(rt, self.model, data.test, section).values()))
-        # how the threshold was chosen: val only (the test split never picks anything)
-        sweep = localise(rt, self.model, data.val, section, SWEEP) if len(data.val) and section.head == "gap" else {}
         floors = size_floors(haar_boxes(data.test), haar_boxes(data.train), int(data.test.image_shape[0]), section)
         return flat_metrics(test, located, floors, len(data.labels)), details(
             section, test, located, floors, data, best, sweep
@@ -188,6 +193,12 @@ class TrainCam(ClassifierStage):
                 if row["photos"]
             )
         )
+
+
+def calibrated_pair(sweep: dict[tuple[float, float], dict[str, Any]]) -> tuple[float, float]:
+    """The (threshold, box scale) of the val sweep with the largest localised share; mean IoU breaks ties, then the
+    sweep's order."""
+    return max(sweep, key=lambda pair: (sweep[pair]["localised"], sweep[pair]["mean_iou"]))
 
 
 def run_key(section: CamParams, data_id: str | dict[str, str]) -> RunKey:
@@ -268,6 +279,7 @@ def details(
         "boxes": section.boxes,
         "threshold": section.threshold,
         "box_scale": section.box_scale,
+        "calibrated": section.calibrate and bool(sweep),  # the pair above is the val sweep's best
         "iou_histogram": {f"{i / IOU_BINS:.1f}": c for i, c in enumerate(located["iou_histogram"])},
         "regions_per_photo": round(located["regions_per_photo"], 3),
         "map_side": section.input_size // section.map_stride if section.head == "gap" else None,
