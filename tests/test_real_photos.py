@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -61,8 +62,10 @@ def test_every_stage_trains_and_reports_on_real_photos(tmp_path: Path, faces_dev
     grid = cv2.imread(str(tmp_path / "reports/train_avatar_params/plots/images/people_avatars.png"))
     assert grid is not None and grid.std() > 10  # photos and drawn avatars, not a blank sheet
 
-    photo = sorted((faces_dev / PEOPLE[1]).iterdir())[0]
+    aligned = pd.read_parquet(tmp_path / "data/aligned/faces.parquet")
+    photo = tmp_path / "data/raw/faces" / aligned.loc[aligned["status"] == "ok", "raw_path"].iloc[0]  # align kept it
     out = tmp_path / "emoji.png"
     result = run([sys.executable, "-m", "pipeline.cli", "emojify", str(photo), "-o", str(out)], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert cv2.imread(str(out)).shape[:2] == (152, 152)  # the engine's render of the predicted parameters
+    avatar = cv2.imread(str(out))  # the engine's render of the predicted parameters (tests/test_avatar_params.py)
+    assert avatar.shape[0] == avatar.shape[1] >= 64 and avatar.std() > 10
