@@ -165,21 +165,23 @@ def collect(root: Path, baseline: str) -> PipelineView:
                 if not out.metric and not out.plot and path.lower().endswith(IMAGE_SUFFIXES):
                     views[stage.name].images.append(path)
 
-        saved, rev = root / baseline, None  # type: str | None
-        if saved.is_dir():  # a run saved as files (profiles/hour): its metrics at the paths dvc.yaml declares
+        saved = root / baseline
+        is_saved = saved.is_dir()  # a run saved as files (profiles/hour): its metrics at the paths dvc.yaml declares
+        rev: str | None = None
+        if is_saved:
             rev, note = baseline, f"{baseline} (saved run)"
         else:
             try:
                 rev = resolve_rev(repo.scm, baseline)
                 note = f"{baseline} ({rev[:10]})"
             except SCMError:  # no git history yet, or a revision that does not exist
-                rev, note = None, f"no baseline: {baseline!r} is neither a commit nor a saved run's folder"
-        revs = [baseline] if rev and not saved.is_dir() else None
+                note = f"no baseline: {baseline!r} is neither a commit nor a saved run's folder"
+        revs = [baseline] if rev and not is_saved else None
         metrics = repo.metrics.show(revs=revs, hide_workspace=False)
         params = repo.params.show(revs=revs, hide_workspace=False)
         now_key = "workspace" if revs else ""
         metrics_now, params_now = _metric_data(metrics, now_key), _params_data(params, now_key)
-        if saved.is_dir():
+        if is_saved:
             metrics_then, params_then = _saved_metrics(saved, metrics_now), _saved_params(saved)
         else:
             metrics_then = _metric_data(metrics, baseline) if rev else {}
