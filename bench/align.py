@@ -30,6 +30,7 @@ IDENTITIES = [f"bench_person_{i:02d}" for i in range(25)]
 # Settings compared on the same photos: the defaults, and each saving or check undone on its own.
 SETTINGS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "equalize: global (before issue 26)": {"equalize": "global"},
     "verify: false": {"verify": False},
     "min_face: 24 (scan from the 24 px window)": {"min_face": 24},
 }

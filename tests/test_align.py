@@ -18,9 +18,11 @@ from pipeline.faces import detect
 from pipeline.faces.align import (
     REJECT_REASONS,
     AlignResult,
+    Candidate,
     align_bytes,
     align_face,
     align_to_landmarks,
+    distinct_faces,
     face_boxes,
     policy_candidates,
 )
@@ -135,6 +137,30 @@ def test_largest_policy_keeps_a_dominant_face_and_reject_policy_does_not():
     assert kept.n_faces == 1 and len(face_boxes(pair, AlignParams())) == 2
     same_size = np.hstack([photo(LAURA), photo(TIGER)])
     assert align_face(same_size, AlignParams(multiple_faces="largest")).reason == "multiple_faces"
+
+
+@needs_faces_dev
+def test_a_face_on_a_wide_flat_background_is_found_without_global_equalisation():
+    # A web photo shrunk into a large green gradient: equalising the whole frame spends the grey levels on the
+    # gradient and flattens the face; the cascade's own per-window normalisation needs no help.
+    face = cv2.resize(photo("tiger_woods/lfw_Tiger_Woods_0004.jpg"), (240, 240), interpolation=cv2.INTER_AREA)
+    ramp = np.linspace(0.0, 1.0, 835, dtype=np.float32)[None, :, None]
+    canvas = np.rint((1 - ramp) * (110, 210, 80) + ramp * (70, 190, 200)).astype(np.uint8).repeat(720, axis=0)
+    canvas[138:378, 464:704] = face
+    found = align_face(canvas, AlignParams(equalize=["none"]))
+    assert found.status == "ok" and 464 <= found.box[0] + found.box[2] / 2 <= 704
+    assert align_face(canvas, AlignParams(equalize=["global"], try_rotations=[])).reason == "no_face"
+    assert align_face(canvas, AlignParams(equalize=["clahe"])).status == "ok"
+
+
+def test_boxes_whose_centres_lie_in_each_other_are_one_face():
+    def cand(x: float, y: float, w: float, votes: int, face: bool = True) -> Candidate:
+        return Candidate((x, y, w, w), 1.0, votes, None, face)
+
+    on_face, shifted = cand(435, 400, 104, votes=47), cand(428, 341, 129, votes=3)  # IoU 0.36: not grouped
+    neighbour = cand(560, 400, 100, votes=20)  # the next face in a group photo: its centre is outside both
+    turned_down = cand(440, 405, 100, votes=1, face=False)
+    assert distinct_faces([shifted, on_face, neighbour, turned_down]) == [on_face, neighbour]
 
 
 class CountingCascade:

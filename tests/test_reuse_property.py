@@ -314,6 +314,7 @@ CASES = [
     Case("align", "align.dominance", 1.2),
     Case("align", "align.min_face", 80),
     Case("align", "align.detect_max_side", 320),
+    Case("align", "align.equalize", ["global"]),
     Case("align", "align.scale_factor", 1.2),
     Case("align", "align.coarse_scale_factor", None),
     Case("align", "align.verify", False),

@@ -224,6 +224,10 @@ class AlignParams(_Section):
     dominance: float = Field(2.0, ge=1.0, le=100.0)  # area ratio the largest face needs under "largest"
     min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; the scan never looks for smaller faces
     detect_max_side: int = Field(640, ge=64, le=8192)  # longest side of the grey copy the cascade scans
+    equalize: Annotated[tuple[Literal["none", "global", "clahe"], ...], AsTuple] = (
+        "none",
+        "global",
+    )  # contrast steps on that copy, tried in turn until a face is verified
     scale_factor: float = Field(1.1, gt=1.0, le=2.0)  # step between the cascade's pyramid levels
     coarse_scale_factor: float | None = Field(1.25, gt=1.0, le=3.0)  # coarse pass that says where to scan; null = off
     verify: bool = True  # a second opinion on every Haar box; boxes that fail it are `not_a_face`
@@ -250,6 +254,8 @@ class AlignParams(_Section):
             raise ValueError(f"left_eye {self.left_eye} must lie left of right_eye {self.right_eye}")
         if self.eyes_required and self.eye_method == "geometry":
             raise ValueError("eyes_required needs eye_method haar or blend: geometry never misses an eye")
+        if not self.equalize or len(set(self.equalize)) < len(self.equalize):
+            raise ValueError(f"equalize {list(self.equalize)} must name distinct steps from none, global, clahe")
         return self
 
 

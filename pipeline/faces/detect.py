@@ -37,6 +37,9 @@ GROUP_EPS = 0.2  # the rectangle similarity detectMultiScale groups its windows 
 SKIN_CR = (133, 173)
 SKIN_CB = (77, 127)
 BLUR_SIZE = 64  # side of the grey face patch the blur is measured on, so the measure ignores face size
+# CLAHE (`equalize: clahe`): OpenCV's usual clip limit, tiles of about 80 px on the 640 px detection copy.
+CLAHE_CLIP = 2.0
+CLAHE_TILES = 8
 
 
 class ImageDecodeError(ValueError):
@@ -103,14 +106,25 @@ def to_grey(rgb: np.ndarray) -> np.ndarray:
     return rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def detection_grey(grey: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Area-downscales so the longest side is at most `max_side`, then equalises; returns (image, scale)."""
+def detection_grey(grey: np.ndarray, max_side: int, equalize: str = "none") -> tuple[np.ndarray, float]:
+    """Area-downscales so the longest side is at most `max_side`, then applies `equalize`; returns (image, scale).
+
+    The cascade needs no contrast step: it divides every window by that window's own standard deviation (Viola &
+    Jones's variance normalisation). A global histogram equalisation ("global") spends the grey levels on whatever
+    fills most of the frame; where a wall, grass or sky does, the face is flattened and the cascade misses it (12 of
+    the 52 faces-dev composites it lost). It does help on dark, low-contrast photos, so `align.equalize` tries it
+    second. "clahe" equalises tile by tile. docs/params.md compares them.
+    """
     scale = min(1.0, max_side / max(grey.shape[:2]))
     if scale < 1.0:
         size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
         scale = size[0] / grey.shape[1]  # the realised scale after rounding to whole pixels
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    return cv2.equalizeHist(grey), scale
+    if equalize == "global":
+        return cv2.equalizeHist(grey), scale
+    if equalize == "clahe":
+        return cv2.createCLAHE(CLAHE_CLIP, (CLAHE_TILES, CLAHE_TILES)).apply(grey), scale
+    return grey, scale
 
 
 def rotation_about_centre(shape: tuple[int, ...], angle_deg: float) -> tuple[np.ndarray, tuple[int, int]]:
@@ -126,10 +140,10 @@ def rotation_about_centre(shape: tuple[int, ...], angle_deg: float) -> tuple[np.
 
 @dataclass(frozen=True)
 class Scan:
-    """The grey copy the cascades scan: downscaled to `detect_max_side`, equalised, and what a window may be.
+    """The grey copy the cascades scan: downscaled to `detect_max_side`, `equalize`d, and what a window may be.
 
     Attributes:
-        small: equalised grey copy.
+        small: the grey copy.
         scale: small pixels per original pixel.
         min_window: smallest window scanned (px of `small`): `min_face` original pixels, never below the
             cascade's native 24. Faces smaller than `min_face` are never candidates, so scanning for them would
@@ -146,9 +160,10 @@ class Scan:
     coarse_scale_factor: float | None = None
 
 
-def make_scan(grey: np.ndarray, params: AlignParams) -> Scan:
-    """The detection copy of a grey photo under `params` (detect_max_side, min_face, the two scale factors)."""
-    small, scale = detection_grey(grey, params.detect_max_side)
+def make_scan(grey: np.ndarray, params: AlignParams, equalize: str | None = None) -> Scan:
+    """The detection copy of a grey photo under `params` (detect_max_side, min_face, the scale factors) with the
+    contrast step `equalize` (default: the first of `params.equalize`)."""
+    small, scale = detection_grey(grey, params.detect_max_side, equalize or params.equalize[0])
     min_window = max(WINDOW, math.ceil(params.min_face * scale))
     coarse = params.coarse_scale_factor
     return Scan(
@@ -279,6 +294,14 @@ def scan_top_down(
             groups = [tuple(float(v) for v in g) for g in grouped]
         refine([g for g in groups if g[2] >= size * step])
     refine(groups)
+
+
+def centre_inside(box: Box | None, region: Box | None) -> bool:
+    """Whether the centre of `box` lies in `region` (False when either is missing)."""
+    if box is None or region is None:
+        return False
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return region[0] <= cx <= region[0] + region[2] and region[1] <= cy <= region[1] + region[3]
 
 
 def box_iou(a: Box, b: Box) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.faces.composite import composite_set, photo_files
-from pipeline.faces.detect import Box, box_iou, decode_image
+from pipeline.faces.detect import Box, box_iou, centre_inside, decode_image
 from pipeline.faces.landmark_eval import read_annotations
 from pipeline.sandbox.photo import photo_kind, render_photo
 
@@ -38,13 +38,6 @@ class Outcome(Protocol):
 
 Aligner = Callable[[np.ndarray], Outcome]
 FaceFinder = Callable[[np.ndarray], list[Box]]
-
-
-def _inside(box: Box | None, region: Box | None) -> bool:
-    if box is None or region is None:
-        return False
-    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-    return region[0] <= cx <= region[0] + region[2] and region[1] <= cy <= region[1] + region[3]
 
 
 def sandbox_rows(align: Aligner, counts: dict[str, int] | None = None, seed: int = 0) -> pd.DataFrame:
@@ -65,7 +58,7 @@ def sandbox_rows(align: Aligner, counts: dict[str, int] | None = None, seed: int
         wanted[kind] -= 1
         render = render_photo(name, photo, seed)
         result = align(render.image)
-        on_face = any(_inside(result.box, face.face_box) for face in render.faces)
+        on_face = any(centre_inside(result.box, face.face_box) for face in render.faces)
         rows.append({"name": name, "photo": photo, "kind": kind, "status": result.status, "reason": result.reason,
                      "on_face": bool(result.status == "ok" and on_face)})  # fmt: skip
     return pd.DataFrame(rows)
@@ -91,9 +84,9 @@ def composite_rows(align: Aligner, root: Path, seed: int = 0, stride: int = 1) -
         ok = result.status == "ok"
         on = (
             "main"
-            if _inside(result.box, composite.main)
+            if centre_inside(result.box, composite.main)
             else "background"
-            if _inside(result.box, composite.background)
+            if centre_inside(result.box, composite.background)
             else "none"
         )
         rows.append({"source": composite.source, "background_face": composite.background is not None,
