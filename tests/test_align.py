@@ -149,7 +149,7 @@ def test_a_face_on_a_wide_flat_background_is_found_without_global_equalisation()
     canvas[138:378, 464:704] = face
     found = align_face(canvas, AlignParams(equalize=["none"]))
     assert found.status == "ok" and 464 <= found.box[0] + found.box[2] / 2 <= 704
-    assert align_face(canvas, AlignParams(equalize=["global"], try_rotations=[])).reason == "no_face"
+    assert align_face(canvas, AlignParams(equalize="global", try_rotations=[])).reason == "no_face"
     assert align_face(canvas, AlignParams(equalize=["clahe"])).status == "ok"
 
 
@@ -306,8 +306,15 @@ def test_align_to_landmarks_refuses_coincident_eyes():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"eye_method": "cnn"}, {"eye_method": "geometry", "eyes_required": True}, {"left_eye": (0.7, 0.35)}],
-    ids=["method", "required-geometry", "eye-order"],
+    [
+        {"eye_method": "cnn"},
+        {"eye_method": "geometry", "eyes_required": True},
+        {"left_eye": (0.7, 0.35)},
+        {"equalize": []},
+        {"equalize": ["none", "none"]},
+        {"equalize": "histogram"},
+    ],
+    ids=["method", "required-geometry", "eye-order", "no-contrast-step", "repeated-step", "unknown-step"],
 )
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):

@@ -51,6 +51,7 @@ def _as_tuple(value: Any) -> Any:
 
 
 AsTuple = BeforeValidator(_as_tuple)  # YAML has lists, not tuples; the items stay strict
+OneOrMany = BeforeValidator(lambda value: (value,) if isinstance(value, str) else value)  # `x` means `[x]`
 
 
 def _distinct(value: list[str]) -> list[str]:
@@ -224,7 +225,7 @@ class AlignParams(_Section):
     dominance: float = Field(2.0, ge=1.0, le=100.0)  # area ratio the largest face needs under "largest"
     min_face: int = Field(40, ge=8, le=4096)  # px in the original photo; the scan never looks for smaller faces
     detect_max_side: int = Field(640, ge=64, le=8192)  # longest side of the grey copy the cascade scans
-    equalize: Annotated[tuple[Literal["none", "global", "clahe"], ...], AsTuple] = (
+    equalize: Annotated[tuple[Literal["none", "global", "clahe"], ...], AsTuple, OneOrMany] = (
         "none",
         "global",
     )  # contrast steps on that copy, tried in turn until a face is verified
