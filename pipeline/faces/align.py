@@ -149,7 +149,7 @@ def distinct_faces(candidates: list[Candidate]) -> list[Candidate]:
     The cascade sometimes puts two boxes on one face that overlap too little to be grouped (IoU < 0.5): one on the
     face, one shifted down or sideways. Two faces are never that close, so where one box's centre lies inside
     another, they are one face, and the box the second cascade agrees with most (then the surer one) stands for it.
-    Counted as two faces, they cost the photo `multiple_faces` (9 of the 30 faces-dev composites lost before).
+    Counted as two faces, they cost the photo `multiple_faces` (every such reject of faces-dev as it is: 4 photos).
     """
     kept: list[Candidate] = []
     for cand in sorted((c for c in candidates if c.face), key=lambda c: (c.votes, c.confidence), reverse=True):
