@@ -153,6 +153,17 @@ def test_a_face_on_a_wide_flat_background_is_found_without_global_equalisation()
     assert align_face(canvas, AlignParams(equalize=["clahe"])).status == "ok"
 
 
+def test_a_dark_photo_is_scanned_again_equalised_when_the_plain_copy_finds_no_face():
+    from pipeline.sandbox.photo import encode_jpeg, photo_jpeg_quality, render_photo
+
+    name = "bench_person_11"  # photo 0 is dark (mean grey level 48): one of the bench's faces only equalising finds
+    dark = decode_image(encode_jpeg(render_photo(name, 0, 0).image, photo_jpeg_quality(name, 0, 0)))
+    assert align_face(dark, AlignParams(equalize="none")).reason == "no_face"
+    assert align_face(dark, AlignParams(equalize="global")).status == "ok"
+    both = align_face(dark, AlignParams())
+    assert both.status == "ok" and both.n_faces == 1
+
+
 def test_boxes_whose_centres_lie_in_each_other_are_one_face():
     def cand(x: float, y: float, w: float, votes: int, face: bool = True) -> Candidate:
         return Candidate((x, y, w, w), 1.0, votes, None, face)
