@@ -182,7 +182,7 @@ def find_face(rgb: np.ndarray, params: AlignParams, grey: np.ndarray | None = No
     grey = to_grey(rgb) if grey is None else grey
     first: FaceDetection | None = None
     for equalize in params.equalize:
-        found = search_scan(rgb, grey, make_scan(grey, params, equalize), params)
+        found = search_scan(rgb, grey, make_scan(grey, params, equalize), params, explain=first is None)
         if found.n_faces:
             return found
         first = first or found
@@ -190,11 +190,14 @@ def find_face(rgb: np.ndarray, params: AlignParams, grey: np.ndarray | None = No
     return first
 
 
-def search_scan(rgb: np.ndarray, grey: np.ndarray, scan: Scan, params: AlignParams) -> FaceDetection:
+def search_scan(
+    rgb: np.ndarray, grey: np.ndarray, scan: Scan, params: AlignParams, explain: bool = True
+) -> FaceDetection:
     """One contrast step's search: the upright frame, then the rotated ones when it has no verified face.
 
     A +15 degree face is often also "found" at -15 as a weak false positive, so the frame whose surest verified face
-    is surest wins.
+    is surest wins. `explain`: run the profile cascade to tell `profile` from `no_face` when nothing fired (a later
+    contrast step's verdict is never reported, so it skips that scan).
     """
     frames = [(0.0, policy_candidates(rgb, grey, scan, 0.0, params))]
     if not any(c.face for c in frames[0][1]):
@@ -208,7 +211,7 @@ def search_scan(rgb: np.ndarray, grey: np.ndarray, scan: Scan, params: AlignPara
         if found:  # Haar fired, verification turned every box down
             best = max(found, key=lambda c: c.confidence)
             return FaceDetection("not_a_face", best.box, angle, 0, len(found), votes=best.votes)
-        profile = profile_fires(scan)
+        profile = explain and profile_fires(scan)
         return FaceDetection("profile" if profile else "no_face", None, profile=profile)
     chosen, reason = faces[0], ""
     if len(faces) > 1:
